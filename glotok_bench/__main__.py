@@ -1,0 +1,3 @@
+from glotok_bench.cli import main
+
+main()

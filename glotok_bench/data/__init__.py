@@ -1,0 +1,1 @@
+"""Image datasets: the ImageNet folder layout, the bundled demo set, and their loaders."""

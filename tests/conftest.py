@@ -1,0 +1,43 @@
+"""Shared test set-up: no network, no user caches, and small thread counts."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Set before anything imports timm/open_clip/huggingface_hub: set later, a missing file
+# costs ~45 s of retries instead of failing at once.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights and torch hub caches point at empty folders, so nothing found by accident."""
+    home = tmp_path_factory.getbasetemp() / "home"
+    monkeypatch.setenv("TORCH_HOME", str(home / "torch"))
+    monkeypatch.setenv("GLOTOK_WEIGHTS_DIR", str(home / "weights"))
+    for name in list(os.environ):
+        if name.startswith("GLOTOK_WEIGHTS_") and name != "GLOTOK_WEIGHTS_DIR":
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo dataset, built once per test session into a temporary folder."""
+    from glotok_bench.data.demo import ensure_demo_dataset
+
+    cached = os.environ.get("GLOTOK_TEST_DEMO_DIR")
+    root = Path(cached) if cached else tmp_path_factory.mktemp("demo") / "glotok-demo-v1"
+    ensure_demo_dataset(root)
+    return root
+
+
+@pytest.fixture()
+def python() -> str:
+    return sys.executable

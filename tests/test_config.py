@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+import pytest
+
+from glotok_bench.config import (
+    ComponentChoice,
+    apply_overrides,
+    component_field,
+    dumps_toml,
+    load_config,
+    structure,
+)
+from glotok_bench.errors import ConfigError
+from glotok_bench.hookspecs import hookimpl
+from glotok_bench.registry import Component, Registry, new_plugin_manager, using_registry
+
+
+class Codebook:
+    @attrs.frozen(kw_only=True)
+    class Config:
+        size: int = 16384
+        dim: int = 8
+        normalize: bool = True
+
+
+class Lookup:
+    @attrs.frozen(kw_only=True)
+    class Config:
+        metric: Literal["cosine", "euclidean"] = "cosine"
+
+
+class _Plugin:
+    @hookimpl
+    def glotok_quantizers(self):
+        return [Component("codebook", f"{__name__}:Codebook"), Component("lookup", f"{__name__}:Lookup")]
+
+
+@attrs.frozen(kw_only=True)
+class Model:
+    resolution: int = 256
+    channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    quantizer: ComponentChoice = component_field("quantizer", "codebook")
+
+
+@attrs.frozen(kw_only=True)
+class Run:
+    name: str = "run"
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    steps: int | None = None
+    model: Model = attrs.Factory(Model)
+
+
+@pytest.fixture(autouse=True)
+def registry():
+    manager = new_plugin_manager()
+    manager.register(_Plugin(), name="test")
+    with using_registry(Registry(manager)) as registry:
+        yield registry
+
+
+def write(tmp_path, text, name="run.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_typed_values(tmp_path):
+    run = load_config(Run, write(tmp_path, "lr = 1\n[model]\nchannel_mult = [1, 2]\n"))
+    assert run.lr == 1.0 and isinstance(run.lr, float)
+    assert run.model.channel_mult == (1, 2)
+    assert run.model.quantizer == ComponentChoice("codebook", Codebook.Config())
+
+
+def test_unknown_key_names_path_file_and_closest_key(tmp_path):
+    path = write(tmp_path, "[model]\nresolutoin = 64\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(Run, path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "model.resolutoin: unknown key. Did you mean 'resolution'?" in message
+
+
+def test_wrong_types_are_all_reported_with_paths(tmp_path):
+    path = write(tmp_path, 'lr = "fast"\nbetas = [0.9]\n[model]\nresolution = true\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(Run, path)
+    message = str(info.value)
+    assert "3 problem(s)" in message
+    assert "lr: expected float, got str 'fast'" in message
+    assert "betas: expected 2 items, got 1" in message
+    assert "model.resolution: expected int, got bool True" in message
+
+
+def test_component_options_are_checked_against_the_component_config(tmp_path):
+    run = load_config(Run, write(tmp_path, '[model.quantizer]\nname = "lookup"\nmetric = "euclidean"\n'))
+    assert run.model.quantizer == ComponentChoice("lookup", Lookup.Config(metric="euclidean"))
+    with pytest.raises(ConfigError, match=r"model\.quantizer\.metric: 'manhattan' is not one of"):
+        load_config(Run, write(tmp_path, '[model.quantizer]\nname = "lookup"\nmetric = "manhattan"\n'))
+    with pytest.raises(ConfigError, match=r"model\.quantizer\.sise: unknown key\. Did you mean 'size'"):
+        load_config(Run, write(tmp_path, "[model.quantizer]\nsise = 4096\n"))
+    with pytest.raises(ConfigError, match=r"model\.quantizer\.name: .*unknown quantizer 'lookpu'.*'lookup'"):
+        load_config(Run, write(tmp_path, '[model.quantizer]\nname = "lookpu"\n'))
+
+
+def test_dotted_overrides(tmp_path):
+    run = load_config(
+        Run, write(tmp_path, ""), ["model.quantizer.size=4096", "name=my run", "model.channel_mult=[1, 2, 4]"]
+    )
+    assert run.model.quantizer.config.size == 4096
+    assert run.name == "my run"
+    assert run.model.channel_mult == (1, 2, 4)
+    with pytest.raises(ConfigError, match="must look like"):
+        apply_overrides({}, ["model.size"])
+    with pytest.raises(ConfigError, match="model.quantizer.sise: unknown key"):
+        load_config(Run, write(tmp_path, ""), ["model.quantizer.sise=1"])
+
+
+def test_extends_merges_and_a_new_component_name_replaces_its_options(tmp_path):
+    write(tmp_path, 'name = "base"\nlr = 0.1\n[model.quantizer]\nsize = 512\n', "base.toml")
+    child = write(tmp_path, 'extends = "base.toml"\nname = "child"\n', "child.toml")
+    run = load_config(Run, child)
+    assert (run.name, run.lr, run.model.quantizer.config.size) == ("child", 0.1, 512)
+    other = write(tmp_path, 'extends = "base.toml"\n[model.quantizer]\nname = "lookup"\n', "other.toml")
+    assert load_config(Run, other).model.quantizer == ComponentChoice("lookup", Lookup.Config())
+
+
+def test_extends_loop_and_bad_toml_are_errors(tmp_path):
+    write(tmp_path, 'extends = "b.toml"\n', "a.toml")
+    write(tmp_path, 'extends = "a.toml"\n', "b.toml")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(Run, tmp_path / "a.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(Run, write(tmp_path, "lr = = 1\n"))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(Run, tmp_path / "missing.toml")
+
+
+def test_resolved_config_round_trips_through_toml(tmp_path):
+    run = load_config(Run, write(tmp_path, ""), ["model.quantizer.size=1024", "steps=7"])
+    again = load_config(Run, write(tmp_path, dumps_toml(run), "resolved.toml"))
+    assert again == run
+    assert structure(Run, {}) == Run()
