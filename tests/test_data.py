@@ -112,4 +112,5 @@ def test_center_crop_keeps_the_centre_and_drops_the_sides():
     array[:, 150:450] = (200, 10, 10)  # the centre square is red, the sides black
     crop = np.asarray(center_crop_resize(Image.fromarray(array), 64))
     assert crop.shape == (64, 64, 3)
-    assert (np.abs(crop.astype(int) - (200, 10, 10)).max(axis=-1) <= 2).mean() > 0.95
+    interior = crop[:, 2:-2].astype(int)  # bicubic rings over the outer two columns
+    assert np.abs(interior - (200, 10, 10)).max() <= 5
