@@ -1,0 +1,1 @@
+"""Grids: a base config crossed with axes, each cell run as a pipeline of steps."""

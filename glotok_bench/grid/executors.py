@@ -1,0 +1,143 @@
+"""Where cells run: in this process, one after another, or as Ray Tune trials.
+
+Both executors take the same cells and the same ``run_cell`` and return the cells'
+records, so a grid gives the same records whichever ran it. Ray adds per-cell CPU/GPU
+resources, retries of failed cells and a cluster (``address``) to run on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from glotok_bench.errors import ConfigError
+from glotok_bench.grid.spec import Cell
+
+CellRunner = Callable[[Cell], dict[str, Any]]
+
+
+class Progress:
+    """Counts of cells done / running / failed, printed as they change."""
+
+    def __init__(self, total: int, echo: Callable[[str], None] = click.echo):
+        self.total, self.echo = total, echo
+        self.done = self.failed = self.running = 0
+
+    def started(self, cell: Cell) -> None:
+        self.running += 1
+        self._show(f"start {cell.cell_id} {_short_labels(cell)}")
+
+    def finished(self, cell: Cell, record: dict[str, Any]) -> None:
+        self.running = max(0, self.running - 1)
+        if record.get("status") == "ok":
+            self.done += 1
+            self._show(f"done  {cell.cell_id}")
+        else:
+            self.failed += 1
+            error = record.get("error", {})
+            self._show(f"FAILED {cell.cell_id}: {error.get('type')}: {error.get('message')}")
+
+    def _show(self, event: str) -> None:
+        self.echo(
+            f"[{self.done} done / {self.running} running / {self.failed} failed of {self.total}] {event}"
+        )
+
+
+def _short_labels(cell: Cell) -> str:
+    return " ".join(f"{k}={v}" for k, v in cell.labels.items() if k not in ("grid", "cell"))
+
+
+class SerialExecutor:
+    name = "serial"
+
+    def run(self, cells: Sequence[Cell], run_cell: CellRunner, progress: Progress) -> list[dict[str, Any]]:
+        records = []
+        for cell in cells:
+            progress.started(cell)
+            record = run_cell(cell)
+            progress.finished(cell, record)
+            records.append(record)
+        return records
+
+
+class RayExecutor:
+    """Cells as Ray Tune trials on a local Ray or an existing cluster (``address``)."""
+
+    name = "ray"
+
+    def __init__(self, *, address: str | None, cpus: float, gpus: float, max_retries: int, storage: Path):
+        self.address = address or os.environ.get("RAY_ADDRESS")
+        self.cpus, self.gpus, self.max_retries = cpus, gpus, max_retries
+        self.storage = storage.resolve()
+
+    def run(self, cells: Sequence[Cell], run_cell: CellRunner, progress: Progress) -> list[dict[str, Any]]:
+        import ray
+        from ray import tune
+
+        if not ray.is_initialized():
+            if self.address:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(include_dashboard=False, log_to_driver=False)
+        self._check_resources(ray.cluster_resources())
+        by_id = {cell.cell_id: cell for cell in cells}
+
+        def trainable(params: dict[str, Any]) -> None:
+            cell = params["cell"]
+            record = run_cell(cell)
+            if record.get("status") != "ok":
+                # Raising lets Tune retry the cell; the record keeps the traceback.
+                raise RuntimeError(f"cell {cell.cell_id} failed: {record.get('error', {}).get('message')}")
+            tune.report({"status": "ok"})
+
+        class _ProgressCallback(tune.Callback):
+            def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
+                progress.started(trial.config["cell"])
+
+            def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+                cell = trial.config["cell"]
+                progress.finished(cell, _read_cell_record(cell))
+
+            def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+                cell = trial.config["cell"]
+                progress.finished(cell, _read_cell_record(cell))
+
+        resources = {"cpu": self.cpus, "gpu": self.gpus}
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, resources),
+            param_space={"cell": tune.grid_search(list(by_id.values()))},
+            tune_config=tune.TuneConfig(reuse_actors=False),
+            run_config=tune.RunConfig(
+                name=f"grid-{cells[0].grid}" if cells else "grid",
+                storage_path=str(self.storage),
+                failure_config=tune.FailureConfig(max_failures=self.max_retries),
+                callbacks=[_ProgressCallback()],
+                verbose=0,
+            ),
+        )
+        tuner.fit()
+        return [_read_cell_record(cell) for cell in cells]
+
+    def _check_resources(self, available: dict[str, float]) -> None:
+        """Fail now rather than let Ray wait forever for resources the cluster lacks."""
+        for key, wanted in (("CPU", self.cpus), ("GPU", self.gpus)):
+            have = available.get(key, 0.0)
+            if wanted > have:
+                where = f"the Ray cluster at {self.address}" if self.address else "this machine's local Ray"
+                raise ConfigError(
+                    f"each grid cell asks for {wanted:g} {key}(s) but {where} has {have:g}; "
+                    f"lower [resources] {key.lower()}s in the grid file or use another cluster"
+                )
+
+
+def _read_cell_record(cell: Cell) -> dict[str, Any]:
+    from glotok_bench.records import RECORD_NAME, RecordError, read_record
+
+    try:
+        return read_record(cell.run_dir / RECORD_NAME)
+    except RecordError as exc:
+        return {"status": "failed", "error": {"type": "RecordError", "message": str(exc)}, "labels": cell.labels}

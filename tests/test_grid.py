@@ -1,0 +1,148 @@
+"""Grid expansion and execution, with fake steps so it runs in milliseconds."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import attrs
+import pytest
+
+from glotok_bench.errors import ConfigError
+from glotok_bench.grid.runner import run_grid
+from glotok_bench.grid.spec import expand, load_grid
+from glotok_bench.records import read_record
+
+
+@attrs.frozen(kw_only=True)
+class Train:
+    steps: int = 3
+    lr: float = 0.1
+
+
+@attrs.frozen(kw_only=True)
+class TinyRun:
+    name: str = "tiny"
+    seed: int = 0
+    train: Train = attrs.Factory(Train)
+    fail: bool = False
+
+
+CALLS: list[tuple[str, str]] = []
+
+
+def fake_train(context):
+    CALLS.append(("train", context.cell.cell_id))
+    if context.config.fail:
+        raise RuntimeError("this cell is configured to fail")
+    return {"results": {"steps": context.config.train.steps}, "labels": {"method": "fake"}}
+
+
+def fake_eval(context):
+    CALLS.append(("eval", context.cell.cell_id))
+    lr = context.config.train.lr
+    return {"metrics": {"loss": {"value": lr * 10 + context.config.seed, "protocol": {"dataset": "none"}}}}
+
+
+STEPS = {"train": fake_train, "eval": fake_eval}
+
+
+def write_grid(tmp_path, axes: str, extra: str = "") -> Path:
+    (tmp_path / "base.toml").write_text('name = "tiny"\n[train]\nsteps = 2\n')
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'name = "g"\nbase = "base.toml"\nsteps = ["train", "eval"]\n{extra}\n[axes]\n{axes}\n')
+    return grid
+
+
+def test_expansion_is_the_cross_product_with_content_ids(tmp_path):
+    grid = write_grid(tmp_path, '"train.lr" = [0.1, 0.2]\nseed = [0, 1, 2]')
+    cells = expand(load_grid(grid), TinyRun, tmp_path / "runs")
+    assert len(cells) == 6 and len({c.cell_id for c in cells}) == 6
+    assert {(c.labels["train.lr"], c.labels["seed"]) for c in cells} == {
+        (lr, s) for lr in (0.1, 0.2) for s in (0, 1, 2)
+    }
+    again = expand(load_grid(grid), TinyRun, tmp_path / "runs")
+    assert [c.cell_id for c in again] == [c.cell_id for c in cells]
+    assert all(c.config["train"]["steps"] == 2 for c in cells)
+
+
+def test_a_typo_in_an_axis_fails_before_anything_runs(tmp_path):
+    grid = write_grid(tmp_path, '"train.lrr" = [0.1]')
+    with pytest.raises(ConfigError, match=r"train\.lrr: unknown key\. Did you mean 'lr'"):
+        run_grid(grid, runs_root=tmp_path / "runs", executor="serial", config_class=TinyRun, steps=STEPS)
+    with pytest.raises(ConfigError, match="resources.gpu: unknown key"):
+        load_grid(write_grid(tmp_path, "seed = [0]", "[resources]\ngpu = 1"))
+
+
+def test_serial_run_records_failures_without_sinking_the_grid_and_skips_done_cells(tmp_path):
+    CALLS.clear()
+    grid = write_grid(tmp_path, "fail = [false, true]\nseed = [0, 1]")
+    outcome = run_grid(grid, runs_root=tmp_path / "runs", executor="serial", config_class=TinyRun,
+                       steps=STEPS, echo=lambda _: None)
+    assert len(outcome.records) == 4 and len(outcome.failed) == 2
+    failed = outcome.failed[0]
+    assert failed["error"]["type"] == "RuntimeError" and "configured to fail" in failed["error"]["traceback"]
+    ok = [r for r in outcome.records if r["status"] == "ok"]
+    assert {r["metrics"]["loss"]["value"] for r in ok} == {1.0, 2.0}
+    assert all(r["labels"]["method"] == "fake" and r["results"]["train"] == {"steps": 2} for r in ok)
+    calls_before = len(CALLS)
+    again = run_grid(grid, runs_root=tmp_path / "runs", executor="serial", config_class=TinyRun,
+                     steps=STEPS, echo=lambda _: None)
+    # finished cells are not recomputed; failed ones are retried (failures are often transient)
+    retried = CALLS[calls_before:]
+    assert sorted(step for step, _ in retried) == ["train", "train"]
+    assert {cell for _, cell in retried} == {r["run_id"] for r in outcome.failed}
+    assert len(again.skipped) == 2
+
+
+def test_finished_steps_are_not_rerun_after_an_interruption(tmp_path):
+    CALLS.clear()
+    grid = write_grid(tmp_path, "seed = [0]")
+    cell = expand(load_grid(grid), TinyRun, tmp_path / "runs")[0]
+
+    def exploding_eval(context):
+        raise KeyboardInterrupt  # the process dies between steps
+
+    with pytest.raises(KeyboardInterrupt):
+        from glotok_bench.grid.cells import run_cell
+
+        run_cell(cell, TinyRun, {"train": fake_train, "eval": exploding_eval})
+    assert read_record(cell.run_dir / "record.json")["status"] == "running"
+    CALLS.clear()
+    outcome = run_grid(grid, runs_root=tmp_path / "runs", executor="serial", config_class=TinyRun,
+                       steps=STEPS, echo=lambda _: None)
+    assert CALLS == [("eval", cell.cell_id)]
+    assert outcome.records[0]["status"] == "ok"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    # Workers unpickle this module's step functions by name, so they need it on their path.
+    tests_dir = str(Path(__file__).resolve().parent)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": tests_dir}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_executor_gives_the_same_records_and_rejects_missing_gpus(tmp_path, local_ray):
+    grid = write_grid(tmp_path, '"train.lr" = [0.1, 0.2]\nfail = [false, true]', "[resources]\ncpus = 1")
+    lines: list[str] = []
+    outcome = run_grid(grid, runs_root=tmp_path / "runs", executor="ray", config_class=TinyRun,
+                       steps=STEPS, echo=lines.append)
+    assert len(outcome.records) == 4
+    ok = sorted(r["metrics"]["loss"]["value"] for r in outcome.records if r["status"] == "ok")
+    assert ok == [1.0, 2.0]
+    assert all("configured to fail" in r["error"]["traceback"] for r in outcome.failed)
+    assert any("2 done / 0 running / 2 failed of 4" in line for line in lines)
+
+    (tmp_path / "gpu").mkdir()
+    gpu_grid = write_grid(tmp_path / "gpu", "seed = [5]", "[resources]\ngpus = 1")
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"asks for 1 GPU\(s\) but this machine's local Ray has 0"):
+        run_grid(gpu_grid, runs_root=tmp_path / "runs", executor="ray", config_class=TinyRun, steps=STEPS,
+                 echo=lambda _: None)
+    assert time.perf_counter() - started < 30
