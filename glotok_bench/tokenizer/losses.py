@@ -1,0 +1,89 @@
+"""The tokenizer's training objective, GloTok Eq. 13, and the GAN hinge losses.
+
+L = w_R L_R + w_Q L_Q + w_P L_P + w_G L_G + lambda_res L_res + lambda_sem L_sem, where
+L_sem is whatever the semantic-supervision plugin returns (the histogram relation loss
+L_hist for GloTok). Terms are returned unweighted for logging, next to the weighted total.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from glotok_bench.tokenizer.config import LossConfig
+from glotok_bench.tokenizer.model import TokenizerOutput
+from glotok_bench.tokenizer.perceptual import LPIPS
+
+
+def build_perceptual(config: LossConfig) -> LPIPS | None:
+    """The LPIPS module, or None when the config turns the perceptual loss off.
+
+    Missing weight files raise :class:`~glotok_bench.errors.MissingWeightsError`: a run
+    never falls back to training without L_P unless told to.
+    """
+    if not config.perceptual or config.perceptual_weight == 0:
+        return None
+    from glotok_bench.weights import resolve_weights
+
+    vgg = resolve_weights("vgg16", config.vgg_weights)
+    lin = resolve_weights("lpips-vgg", config.lpips_weights)
+    return LPIPS(vgg, lin)
+
+
+def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """mean(relu(1 - D(x))) + mean(relu(1 + D(x_hat))), halved as in VQGAN."""
+    return 0.5 * (F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean())
+
+
+def hinge_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    return -fake_logits.mean()
+
+
+def generator_loss(
+    config: LossConfig,
+    images: torch.Tensor,
+    output: TokenizerOutput,
+    *,
+    perceptual: LPIPS | None,
+    fake_logits: torch.Tensor | None = None,
+    semantic: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Combined loss (Eq. 13) -> (weighted total, unweighted terms for logging).
+
+    ``fake_logits``: discriminator logits on the reconstruction, or None before
+    ``disc_start``; ``semantic``: the supervision plugin's unweighted loss, or None.
+    """
+    rec = output.reconstruction.float()
+    target = images.float()
+    terms: dict[str, torch.Tensor] = {
+        "rec": F.mse_loss(rec, target) if config.reconstruction == "l2" else F.l1_loss(rec, target),
+        "quant": output.quantizer_loss,
+        "res": output.residual_loss,
+    }
+    total = (
+        config.reconstruction_weight * terms["rec"]
+        + config.quantizer_weight * terms["quant"]
+        + config.residual_weight * terms["res"]
+    )
+    if perceptual is not None:
+        terms["perceptual"] = perceptual(rec, target).mean()
+        total = total + config.perceptual_weight * terms["perceptual"]
+    if fake_logits is not None:
+        terms["gen"] = hinge_generator_loss(fake_logits.float())
+        total = total + config.adversarial_weight * terms["gen"]
+    if semantic is not None:
+        terms["semantic"] = semantic
+        total = total + config.semantic_weight * semantic
+    terms["total"] = total
+    return total, terms
+
+
+def describe_perceptual(config: LossConfig, module: Any) -> str:
+    """One line for the run record saying whether L_P was used and why not."""
+    if module is not None:
+        return "on (LPIPS-VGG from local files)"
+    if not config.perceptual:
+        return "off (config: perceptual = false)"
+    return "off (config: perceptual_weight = 0)"

@@ -1,0 +1,228 @@
+"""Vector quantizers: one codebook (``vq``) or a semantic + visual pair (``dual``).
+
+Both are the same machinery: each *branch* has an adapter (1x1 conv, encoder features ->
+code dimension) and a :class:`Codebook`. ``vq`` has the single branch ``"codes"``;
+``dual`` has ``"semantic"`` then ``"visual"``, and their quantized features are
+concatenated in that order, cat([semantic, visual]), as GloTok Sec. 3.2 writes it.
+(FQGAN concatenates [visual, semantic]; its checkpoints need the halves swapped.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glotok_bench.errors import ConfigError
+
+# Above this many distance-matrix entries the nearest-code search runs in row chunks, so
+# a 256 px batch against 16,384 codes does not allocate gigabytes at once.
+_MAX_DISTANCE_ENTRIES = 1 << 26
+
+
+@dataclass
+class QuantizedBranch:
+    """One branch of a quantizer's output; all tensors are [B, d, h, w] except indices."""
+
+    continuous: torch.Tensor  # adapter output (l2-normalised for cosine codebooks): Z
+    quantized: torch.Tensor  # nearest codes with a straight-through gradient: Z_hat
+    indices: torch.Tensor  # LongTensor [B, h, w]
+
+
+@dataclass
+class QuantizerOutput:
+    branches: dict[str, QuantizedBranch]  # in decoder-concatenation order
+    loss: torch.Tensor  # L_Q (Eq. 1), summed over branches
+    stats: dict[str, torch.Tensor]  # "<branch>/usage", "<branch>/perplexity" (this batch)
+
+
+class Codebook(nn.Module):
+    """A learnable codebook [n, d] with nearest-code lookup and L_Q (GloTok Eq. 1).
+
+    ``distance="cosine"`` l2-normalises features and codes before matching and uses the
+    normalised vectors as the quantized output (LlamaGen/FQGAN style); the stored weight
+    stays un-normalised.
+    """
+
+    def __init__(self, size: int, dim: int, distance: Literal["euclidean", "cosine"], beta: float):
+        super().__init__()
+        self.size, self.dim, self.distance, self.beta = size, dim, distance, beta
+        self.embedding = nn.Embedding(size, dim)
+        nn.init.uniform_(self.embedding.weight, -1.0 / size, 1.0 / size)
+        # Codes hit since the last reset (training only); not saved: it is a statistic.
+        self.register_buffer("hits", torch.zeros(size, dtype=torch.long), persistent=False)
+
+    def codes(self) -> torch.Tensor:
+        """The codes as used for matching: [n, d] (normalised for cosine)."""
+        weight = self.embedding.weight
+        return F.normalize(weight, dim=-1) if self.distance == "cosine" else weight
+
+    @torch.no_grad()
+    def nearest(self, flat: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest code for each row of ``flat`` [N, d] -> LongTensor [N]."""
+        chunk = max(1, _MAX_DISTANCE_ENTRIES // codes.shape[0])
+        pieces = []
+        for start in range(0, flat.shape[0], chunk):  # one iteration unless very large
+            rows = flat[start : start + chunk]
+            if self.distance == "cosine":
+                pieces.append(torch.mm(rows, codes.t()).argmax(dim=1))
+            else:
+                # cdist beats the expanded |a|^2 - 2ab + |b|^2 form at d = 8 (measured).
+                pieces.append(torch.cdist(rows, codes).argmin(dim=1))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+    def forward(
+        self, z: torch.Tensor
+    ) -> tuple[QuantizedBranch, torch.Tensor, dict[str, torch.Tensor]]:
+        """z [B, d, h, w] -> (branch, L_Q, stats). Runs in fp32 even under autocast."""
+        b, d, h, w = z.shape
+        with torch.autocast(z.device.type, enabled=False):
+            flat = z.float().permute(0, 2, 3, 1).reshape(-1, d)
+            if self.distance == "cosine":
+                flat = F.normalize(flat, dim=-1)
+            codes = self.codes()
+            indices = self.nearest(flat.detach(), codes.detach())
+            zq = F.embedding(indices, codes)
+            # Eq. 1: ||sg[Z] - Z_hat||^2 + beta ||sg[Z_hat] - Z||^2
+            loss = F.mse_loss(zq, flat.detach()) + self.beta * F.mse_loss(zq.detach(), flat)
+            zq = flat + (zq - flat).detach()  # straight-through estimator
+        stats = self._stats(indices)
+        to_map = lambda t: t.reshape(b, h, w, d).permute(0, 3, 1, 2)  # noqa: E731
+        branch = QuantizedBranch(to_map(flat), to_map(zq), indices.reshape(b, h, w))
+        return branch, loss, stats
+
+    @torch.no_grad()
+    def _stats(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        counts = torch.bincount(indices, minlength=self.size)
+        if self.training:
+            self.hits += counts
+        probs = counts.float() / indices.numel()
+        perplexity = torch.exp(-(probs * torch.log(probs.clamp_min(1e-10))).sum())
+        return {"usage": (counts > 0).float().mean(), "perplexity": perplexity}
+
+    def window_usage(self, reset: bool = True) -> torch.Tensor:
+        """Fraction of codes hit since the last reset (a 0-dim tensor)."""
+        usage = (self.hits > 0).float().mean()
+        if reset:
+            self.hits.zero_()
+        return usage
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """LongTensor [B, h, w] -> codes [B, d, h, w]."""
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.size):
+            raise ValueError(f"code index out of range [0, {self.size}) for this codebook")
+        return F.embedding(indices.long(), self.codes()).permute(0, 3, 1, 2)
+
+
+class BranchedQuantizer(nn.Module):
+    """Shared implementation: per branch an adapter and a codebook. Context: ``in_channels``."""
+
+    def __init__(
+        self,
+        branches: dict[str, int],
+        *,
+        in_channels: int,
+        code_dim: int,
+        distance: Literal["euclidean", "cosine"],
+        beta: float,
+    ):
+        super().__init__()
+        name = type(self).__name__
+        if code_dim <= 0:
+            raise ConfigError(f"{name}: code_dim must be positive, got {code_dim}")
+        for branch, size in branches.items():
+            if size < 2:
+                raise ConfigError(f"{name}: codebook {branch!r} needs at least 2 codes, got {size}")
+        if beta < 0:
+            raise ConfigError(f"{name}: beta must be >= 0, got {beta}")
+        self.code_dims = {branch: code_dim for branch in branches}
+        self.codebook_sizes = dict(branches)
+        self.out_channels = code_dim * len(branches)
+        self.adapters = nn.ModuleDict({b: nn.Conv2d(in_channels, code_dim, 1) for b in branches})
+        self.codebooks = nn.ModuleDict(
+            {b: Codebook(size, code_dim, distance, beta) for b, size in branches.items()}
+        )
+
+    @property
+    def branch_names(self) -> tuple[str, ...]:
+        return tuple(self.codebook_sizes)
+
+    def forward(self, features: torch.Tensor) -> QuantizerOutput:
+        """Encoder features [B, in_channels, h, w] -> per-branch codes and L_Q."""
+        branches: dict[str, QuantizedBranch] = {}
+        stats: dict[str, torch.Tensor] = {}
+        losses = []
+        for name in self.codebook_sizes:  # one or two branches
+            branch, loss, branch_stats = self.codebooks[name](self.adapters[name](features))
+            branches[name] = branch
+            losses.append(loss)
+            stats.update({f"{name}/{key}": value for key, value in branch_stats.items()})
+        return QuantizerOutput(branches, torch.stack(losses).sum(), stats)
+
+    def lookup(self, indices: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{branch: LongTensor [B, h, w]} -> {branch: codes [B, d, h, w]} (no residual)."""
+        missing = set(self.codebook_sizes) - set(indices)
+        if missing:
+            raise ValueError(
+                f"indices lack branch(es) {sorted(missing)}; expected {list(self.codebook_sizes)}"
+            )
+        return {name: self.codebooks[name].lookup(indices[name]) for name in self.codebook_sizes}
+
+    def codebook_weight(self, name: str) -> torch.Tensor:
+        """The raw learnable (un-normalised) codebook of branch ``name``: [n, d]."""
+        return self.codebooks[name].embedding.weight
+
+    def window_usage(self, reset: bool = True) -> dict[str, torch.Tensor]:
+        return {
+            f"{name}/usage_window": cb.window_usage(reset) for name, cb in self.codebooks.items()
+        }
+
+
+class VectorQuantizer(BranchedQuantizer):
+    """The ``vq`` quantizer: one codebook, branch ``"codes"``. Context: ``in_channels``."""
+
+    @attrs.frozen(kw_only=True)
+    class Config:
+        codebook_size: int = 16_384
+        code_dim: int = 8
+        distance: Literal["euclidean", "cosine"] = "cosine"
+        beta: float = 0.25  # commitment weight of Eq. 1
+
+    def __init__(self, config: Config, *, in_channels: int):
+        super().__init__(
+            {"codes": config.codebook_size},
+            in_channels=in_channels,
+            code_dim=config.code_dim,
+            distance=config.distance,
+            beta=config.beta,
+        )
+        self.config = config
+
+
+class DualQuantizer(BranchedQuantizer):
+    """The ``dual`` quantizer: semantic + visual codebooks. Context: ``in_channels``.
+
+    Sizes default to GloTok's 4096 + 12288 (16,384 in total); GloTok(2x) is 16384 + 16384.
+    """
+
+    @attrs.frozen(kw_only=True)
+    class Config:
+        semantic_size: int = 4_096
+        visual_size: int = 12_288
+        code_dim: int = 8
+        distance: Literal["euclidean", "cosine"] = "cosine"
+        beta: float = 0.25
+
+    def __init__(self, config: Config, *, in_channels: int):
+        super().__init__(
+            {"semantic": config.semantic_size, "visual": config.visual_size},
+            in_channels=in_channels,
+            code_dim=config.code_dim,
+            distance=config.distance,
+            beta=config.beta,
+        )
+        self.config = config
