@@ -53,8 +53,9 @@ class Codebook(nn.Module):
         self.size, self.dim, self.distance, self.beta = size, dim, distance, beta
         self.embedding = nn.Embedding(size, dim)
         nn.init.uniform_(self.embedding.weight, -1.0 / size, 1.0 / size)
-        # Codes hit since the last reset (training only); not saved: it is a statistic.
-        self.register_buffer("hits", torch.zeros(size, dtype=torch.long), persistent=False)
+        # Codes hit since the last usage report (training only). Saved with the weights so
+        # a resumed run reports the same usage windows as an uninterrupted one.
+        self.register_buffer("hits", torch.zeros(size, dtype=torch.long))
 
     def codes(self) -> torch.Tensor:
         """The codes as used for matching: [n, d] (normalised for cosine)."""

@@ -1,0 +1,91 @@
+"""Per-step metrics as JSON lines, buffered on the device and written in batches.
+
+Each step's scalars stay device tensors until :meth:`flush`, which moves them all to the
+host in one transfer (one sync per flush, not one per scalar per step) and appends one
+line per step. After a resume, :func:`truncate_log` drops lines past the checkpoint so
+the log reads as if the run had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from glotok_bench.atomic import atomic_write_text
+
+
+class MetricsLog:
+    def __init__(self, path: str | Path | None):
+        self.path = None if path is None else Path(path)
+        self._steps: list[int] = []
+        self._keys: list[tuple[str, ...]] = []
+        self._values: list[torch.Tensor] = []
+        self._extra: list[dict[str, Any]] = []
+        self.last: dict[str, float] = {}
+
+    def append(self, step: int, scalars: dict[str, torch.Tensor], **extra: Any) -> None:
+        """Queue one step: 0-dim tensors (kept on device) plus plain host values."""
+        keys = tuple(scalars)
+        self._steps.append(step)
+        self._keys.append(keys)
+        self._values.append(torch.stack([scalars[k].detach().float().reshape(()) for k in keys]))
+        self._extra.append(extra)
+
+    def flush(self) -> dict[str, float]:
+        """Write queued steps; returns the last step's values (also kept in ``last``)."""
+        if not self._steps:
+            return self.last
+        values = torch.cat(self._values).tolist()  # the single device->host transfer
+        lines, offset = [], 0
+        for step, keys, extra in zip(self._steps, self._keys, self._extra, strict=True):
+            record = {
+                "step": step,
+                **{
+                    k: _finite(v)
+                    for k, v in zip(keys, values[offset : offset + len(keys)], strict=True)
+                },
+                **extra,
+            }
+            offset += len(keys)
+            lines.append(json.dumps(record, sort_keys=False))
+            self.last = record
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write("\n".join(lines) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        self._steps, self._keys, self._values, self._extra = [], [], [], []
+        return self.last
+
+
+def _finite(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)  # JSON has no NaN/inf
+
+
+def truncate_log(path: str | Path, last_step: int) -> None:
+    """Keep only lines with ``step <= last_step`` (atomic rewrite; no-op if absent)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line from a kill mid-write
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for line in Path(path).read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
