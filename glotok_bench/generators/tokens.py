@@ -1,0 +1,281 @@
+"""Reader for token directories (written by ``tokenize``) and the batches generators train on.
+
+Layout read here::
+
+    manifest.json             codebook_sizes {branch: size}, shards [{"file", "count"}], count,
+                              tokenizer_sha256, dataset, resolution (grid, channels optional)
+    shard-00000.safetensors   indices.<branch> int32 [N, h, w]; quantized, with_residual fp16
+                              [N, C, h, w] (semantic channels first, then visual); labels int64 [N]
+
+Only the keys a generator asks for are loaded (FAR: the index grids, xAR: one feature
+set), and they stay in their compact stored dtypes until a batch is cut. Memory for
+ImageNet (1.28M images, 16x16 grid): two index grids about 2.6 GB, one fp16 feature set
+(C = 16) about 10.5 GB.
+
+Batches depend only on (seed, step): the stream is a new permutation of the data every
+epoch, so a resumed run sees exactly the batches the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+
+from glotok_bench.errors import ConfigError, DataError
+
+FEATURE_KEYS = ("quantized", "with_residual")
+
+
+@attrs.frozen
+class TokenContext:
+    """What the token data fixes for a generator; passed as ``Generator(config, **context.kwargs())``."""
+
+    codebook_sizes: dict[str, int]
+    grid_size: tuple[int, int]
+    channels: int
+    num_classes: int
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "codebook_sizes": dict(self.codebook_sizes),
+            "grid_size": tuple(self.grid_size),
+            "channels": self.channels,
+            "num_classes": self.num_classes,
+        }
+
+
+def check_grid(grid_size: int | Sequence[int]) -> tuple[int, int]:
+    """An int or (h, w) -> (h, w), refusing empty grids."""
+    grid = (
+        (grid_size, grid_size) if isinstance(grid_size, int) else tuple(int(g) for g in grid_size)
+    )
+    if len(grid) != 2 or min(grid) <= 0:
+        raise ConfigError(f"grid_size must be a positive int or (h, w), got {grid_size!r}")
+    return grid  # type: ignore[return-value]
+
+
+class TokenSet:
+    """A token directory: its manifest, and loading of chosen keys across all shards."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        path = self.root / "manifest.json"
+        if not path.is_file():
+            raise DataError(
+                f"{self.root} has no manifest.json; is it a token directory written by `tokenize`?"
+            )
+        try:
+            self.manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} is not valid JSON: {exc}") from None
+        if self.manifest.get("complete") is False:
+            raise DataError(
+                f"{path}: tokenization did not finish (complete = false); rerun `tokenize`"
+            )
+        for key in ("codebook_sizes", "shards"):
+            if key not in self.manifest:
+                raise DataError(f"{path} lacks {key!r}; is it a glotok-bench token manifest?")
+        self.shards = [
+            self.root / (s["file"] if isinstance(s, Mapping) else s)
+            for s in self.manifest["shards"]
+        ]
+        if not self.shards:
+            raise DataError(f"{path} lists no shards")
+        missing = [s.name for s in self.shards if not s.is_file()]
+        if missing:
+            raise DataError(
+                f"{self.root}: shard files listed in the manifest are missing: {missing[:5]}"
+            )
+        self.codebook_sizes = {str(k): int(v) for k, v in self.manifest["codebook_sizes"].items()}
+
+    def keys(self) -> list[str]:
+        """The tensor names every shard holds (read from the first shard's header)."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.shards[0]), framework="pt") as handle:
+            return sorted(handle.keys())
+
+    def load(self, keys: Iterable[str]) -> dict[str, torch.Tensor]:
+        """{key: tensor over all shards} for ``keys`` plus ``labels``, checked for shape and dtype."""
+        from safetensors import SafetensorError, safe_open
+
+        wanted = list(dict.fromkeys(["labels", *keys]))
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in wanted}
+        for shard in self.shards:
+            try:
+                with safe_open(str(shard), framework="pt") as handle:
+                    present = set(handle.keys())
+                    absent = [k for k in wanted if k not in present]
+                    if absent:
+                        raise DataError(
+                            f"{shard} has no {absent}; it holds {sorted(present)}. "
+                            "Was it written by a tokenizer with other branches?"
+                        )
+                    for key in wanted:
+                        parts[key].append(handle.get_tensor(key))
+            except SafetensorError as exc:
+                raise DataError(f"{shard} is not a readable safetensors file: {exc}") from None
+        tensors = {k: torch.cat(v) for k, v in parts.items()}
+        self._check(tensors)
+        return tensors
+
+    def _check(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        count = tensors["labels"].shape[0]
+        declared = self.manifest.get("count")
+        if declared is not None and int(declared) != count:
+            raise DataError(
+                f"{self.root}: manifest count {declared} but the shards hold {count} items"
+            )
+        if tensors["labels"].ndim != 1:
+            raise DataError(
+                f"{self.root}: labels must be [N], got {tuple(tensors['labels'].shape)}"
+            )
+        for key, tensor in tensors.items():
+            if tensor.shape[0] != count:
+                raise DataError(f"{self.root}: {key} has {tensor.shape[0]} items, labels {count}")
+            if key.startswith("indices.") and (tensor.ndim != 3 or tensor.dtype.is_floating_point):
+                raise DataError(
+                    f"{self.root}: {key} must be integer [N, h, w], got {tensor.dtype} {tuple(tensor.shape)}"
+                )
+            if key in FEATURE_KEYS and (tensor.ndim != 4 or not tensor.dtype.is_floating_point):
+                raise DataError(
+                    f"{self.root}: {key} must be float [N, C, h, w], got {tensor.dtype} {tuple(tensor.shape)}"
+                )
+            if key.startswith("indices."):
+                branch = key.split(".", 1)[1]
+                size = self.codebook_sizes.get(branch)
+                if size is None:
+                    raise DataError(f"{self.root}: {key} has no codebook size in the manifest")
+                if tensor.numel() and (int(tensor.min()) < 0 or int(tensor.max()) >= size):
+                    raise DataError(f"{self.root}: {key} holds indices outside [0, {size})")
+        if count and int(tensors["labels"].min()) < 0:
+            raise DataError(
+                f"{self.root}: some labels are negative (unlabelled images); class-conditional "
+                "generators need every image labelled"
+            )
+
+    def shapes(self) -> dict[str, list[int]]:
+        """{key: shape} of the first shard's tensors, read from its header (no data loaded)."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.shards[0]), framework="pt") as handle:
+            return {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}
+
+    def labels(self) -> torch.Tensor:
+        """Class labels [N] over all shards."""
+        return self.load([])["labels"]
+
+    def context(self, num_classes: int | None = None) -> TokenContext:
+        """Vocabulary sizes, grid, channels and class count of this token set.
+
+        Grid and channels come from the manifest, else from the shard header. Class
+        count: ``num_classes`` if given, else the manifest's (or its dataset protocol's),
+        else the largest label + 1, which undercounts when the highest classes are absent
+        from the data: pass it explicitly for ImageNet (1000).
+        """
+        shapes = self.shapes()
+        grid = self.manifest.get("grid")
+        channels = self.manifest.get("channels")
+        for key, shape in shapes.items():
+            if key.startswith("indices.") and len(shape) == 3:
+                grid = grid or shape[1:]
+            elif key in FEATURE_KEYS and len(shape) == 4:
+                grid = grid or shape[2:]
+                channels = channels or shape[1]
+        if grid is None:
+            raise DataError(
+                f"{self.root}: cannot tell the token grid size (no 'grid' in the manifest, no index grids)"
+            )
+        protocol = self.manifest.get("dataset_protocol") or {}
+        labels = self.labels()
+        inferred = int(labels.max()) + 1 if labels.numel() else 1
+        classes = (
+            num_classes
+            or self.manifest.get("num_classes")
+            or protocol.get("num_classes")
+            or inferred
+        )
+        if inferred > classes:
+            raise DataError(
+                f"{self.root}: labels go up to {inferred - 1} but num_classes is {classes}"
+            )
+        return TokenContext(
+            dict(self.codebook_sizes), check_grid(grid), int(channels or 0), int(classes)
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance for run records and checkpoints."""
+        keep = (
+            "tokenizer_checkpoint",
+            "tokenizer_sha256",
+            "dataset",
+            "resolution",
+            "count",
+            "weights",
+        )
+        return {"root": str(self.root.resolve()), **{k: self.manifest.get(k) for k in keep}}
+
+
+class BatchStream:
+    """Global batch ``step`` -> this rank's slice of it, as a dict of training tensors.
+
+    Position p of the stream is item perm_e[p mod N] with e = p // N and perm_e a
+    permutation seeded by (seed, e). A global batch is B consecutive positions; rank r
+    of W takes the r-th of W equal parts. Indices come out int64, features fp32.
+    """
+
+    def __init__(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        batch_size: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if batch_size % world_size:
+            raise ConfigError(
+                f"global batch size {batch_size} is not divisible by {world_size} processes"
+            )
+        self.tensors = dict(tensors)
+        self.count = int(self.tensors["labels"].shape[0])
+        if self.count == 0:
+            raise DataError("the token set is empty")
+        self.batch_size, self.seed = batch_size, seed
+        self.local = batch_size // world_size
+        self.offset = rank * self.local
+        self._epoch = -1
+        self._perm = torch.empty(0, dtype=torch.long)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.count, generator=generator)
+        return self._perm
+
+    def indices(self, step: int) -> torch.Tensor:
+        start = step * self.batch_size + self.offset
+        positions = torch.arange(start, start + self.local)
+        epochs = positions // self.count
+        out = torch.empty(self.local, dtype=torch.long)
+        for epoch in epochs.unique().tolist():
+            chosen = epochs == epoch
+            out[chosen] = self._permutation(epoch)[positions[chosen] % self.count]
+        return out
+
+    def batch(self, step: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        rows = self.indices(step)
+        out = {}
+        for key, tensor in self.tensors.items():
+            part = tensor[rows]
+            part = part.float() if part.dtype.is_floating_point else part.long()
+            out[key] = part.to(device, non_blocking=True)
+        return out
+
+    def epoch_of(self, step: int) -> float:
+        return step * self.batch_size / self.count
