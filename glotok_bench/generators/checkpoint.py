@@ -1,0 +1,182 @@
+"""Generator checkpoints: atomic saves, ``weights_only`` loads, clear errors.
+
+Layout (tensors and plain data only, so ``torch.load(..., weights_only=True)`` reads it)::
+
+    format: "glotok-bench/generator"   version: 1
+    generator: {"name": registered name, "config": plain dict}
+    context: {codebook_sizes, grid_size, channels, num_classes}
+    tokens: provenance of the token set (tokenizer sha256, dataset, count, ...)
+    architecture: {parameter name: shape}
+    model: state_dict          ema: state_dict or None
+    step: int                  train_config: plain dict
+    training: optimiser, RNG and log state or None
+
+A generator is rebuilt by name: the registry first, then the built-in presets, so a
+checkpoint of a plugin's generator loads wherever that plugin is installed.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from glotok_bench.atomic import atomic_torch_save
+from glotok_bench.errors import CheckpointError, GlotokError, RegistryError
+
+FORMAT = "glotok-bench/generator"
+VERSION = 1
+
+
+def generator_class(name: str, registry: Any = None) -> type[nn.Module]:
+    """The class registered as generator ``name``, falling back to the built-in presets."""
+    from glotok_bench.generators.presets import PRESETS
+    from glotok_bench.registry import get_registry
+
+    try:
+        return (registry or get_registry()).load("generator", name)
+    except RegistryError:
+        if name in PRESETS:
+            return PRESETS[name].cls
+        raise
+
+
+def build_generator(
+    name: str, config: Any, context: Mapping[str, Any], registry: Any = None
+) -> nn.Module:
+    """``Cls(config, **context)``; ``config`` may be the ``Config`` instance or its plain dict."""
+    from glotok_bench.config import structure
+
+    cls = generator_class(name, registry)
+    if isinstance(config, Mapping):
+        config = structure(cls.Config, dict(config), source=f"generator {name!r}")
+    return cls(config, **dict(context))
+
+
+def architecture(module: nn.Module) -> dict[str, list[int]]:
+    return {name: list(t.shape) for name, t in module.state_dict().items()}
+
+
+def _cpu(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def save_generator_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    name: str,
+    context: Mapping[str, Any],
+    tokens: Mapping[str, Any] | None = None,
+    ema: Mapping[str, torch.Tensor] | None = None,
+    step: int = 0,
+    train_config: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically (temp file next to ``path``, then rename)."""
+    from glotok_bench.config import to_dict
+
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "generator": {"name": name, "config": to_dict(model.config)},
+        "context": _plain_context(context),
+        "tokens": dict(tokens or {}),
+        "architecture": architecture(model),
+        "model": _cpu(model.state_dict()),
+        "ema": None if ema is None else _cpu(ema),
+        "step": int(step),
+        "train_config": dict(train_config or {}),
+        "training": training,
+    }
+    return atomic_torch_save(path, payload)
+
+
+def _plain_context(context: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(context)
+    out["codebook_sizes"] = {
+        str(k): int(v) for k, v in dict(out.get("codebook_sizes") or {}).items()
+    }
+    out["grid_size"] = (
+        list(out["grid_size"]) if not isinstance(out["grid_size"], int) else out["grid_size"]
+    )
+    return out
+
+
+def read_generator_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and check the outer format (tensors on CPU); raises :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"generator checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path} holds pickled objects other than tensors and plain data (possibly code); "
+            f"refused to load it. Details: {str(exc).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else "no details"
+        raise CheckpointError(
+            f"{path} is truncated or not a torch checkpoint ({type(exc).__name__}: {detail})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(
+            f"{path} is not a glotok-bench generator checkpoint (format {found!r}, expected {FORMAT!r})"
+        )
+    if payload.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path}: generator checkpoint version {payload.get('version')} is not supported ({VERSION})"
+        )
+    for key in ("generator", "context", "architecture", "model"):
+        if not isinstance(payload.get(key), dict):
+            raise CheckpointError(f"{path}: entry {key!r} is missing or malformed")
+    return payload
+
+
+def check_architecture(payload: Mapping[str, Any], model: nn.Module, source: str) -> None:
+    """Raise :class:`CheckpointError` naming the first differences unless shapes all match."""
+    expected, saved = architecture(model), payload["architecture"]
+    problems = [f"missing {k}" for k in expected if k not in saved]
+    problems += [f"unexpected {k}" for k in saved if k not in expected]
+    problems += [
+        f"{k}: checkpoint {list(saved[k])} vs model {s}"
+        for k, s in expected.items()
+        if k in saved and list(saved[k]) != s
+    ]
+    if problems:
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        raise CheckpointError(
+            f"{source} does not fit the generator it describes: {'; '.join(problems[:5])}{more}"
+        )
+
+
+def load_generator(
+    path: str | Path,
+    *,
+    weights: Literal["ema", "model"] = "ema",
+    device: str | torch.device = "cpu",
+    registry: Any = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a generator from a checkpoint -> (model in eval mode on ``device``, payload).
+
+    ``weights="ema"`` uses the EMA weights when the checkpoint has them.
+    """
+    payload = read_generator_checkpoint(path)
+    spec = payload["generator"]
+    try:
+        model = build_generator(spec["name"], spec["config"], payload["context"], registry)
+    except GlotokError as exc:
+        raise CheckpointError(f"{path}: cannot build the generator it describes: {exc}") from exc
+    check_architecture(payload, model, str(path))
+    state = (
+        payload["ema"] if weights == "ema" and payload.get("ema") is not None else payload["model"]
+    )
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), payload
