@@ -1,0 +1,178 @@
+"""Semantic supervision components: none, histogram (global) and local-infonce (local)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from test_teachers import TINY_DINOV2, _register_tiny_dinov2
+
+import glotok_bench
+from glotok_bench.errors import ConfigError, MissingWeightsError
+from glotok_bench.supervision.histogram import HistogramSupervision
+from glotok_bench.supervision.local_infonce import LocalInfoNCESupervision
+from glotok_bench.supervision.none import NoSupervision
+from glotok_bench.teachers.codebook_file import FileTeacher
+
+
+@pytest.fixture()
+def teacher_file(tmp_path):
+    """A 32-d teacher codebook, built and cached the way a teacher source does it."""
+    torch.save(
+        {"centres": torch.randn(300, 32, generator=torch.Generator().manual_seed(0))},
+        tmp_path / "t.pt",
+    )
+    teacher = FileTeacher(FileTeacher.Config(path=str(tmp_path / "t.pt"), key="centres"))
+    teacher.build(tmp_path / "cache")
+    return teacher.cache_file(tmp_path / "cache")
+
+
+def test_none_is_a_zero_loss():
+    supervision = NoSupervision(NoSupervision.Config(), semantic_dim=8)
+    codebook = torch.randn(16, 8, requires_grad=True)
+    loss = supervision.loss(codebook, torch.randn(2, 8, 4, 4), torch.zeros(2, 3, 16, 16))
+    assert loss.item() == 0.0 and loss.dtype == torch.float32
+    assert supervision.describe() == {"name": "none"}
+
+
+def test_histogram_supervision_is_l_hist_against_the_teacher_file(teacher_file):
+    config = HistogramSupervision.Config(teacher_file=str(teacher_file))
+    supervision = HistogramSupervision(config, semantic_dim=8)
+    cached = FileTeacher(FileTeacher.Config(path=str(teacher_file))).compute(torch.device("cpu"))
+    expected_hist = glotok_bench.relation_histogram(cached)
+    torch.testing.assert_close(supervision.teacher_hist, expected_hist)
+
+    codebook = torch.randn(64, 8, requires_grad=True)  # the student's dimension differs: fine
+    loss = supervision.loss(codebook, None, None)
+    torch.testing.assert_close(loss, glotok_bench.histogram_relation_loss(codebook, expected_hist))
+    loss.backward()
+    assert codebook.grad.abs().sum() > 0
+    assert "teacher_hist" not in supervision.state_dict()
+    record = supervision.describe()
+    assert record["name"] == "histogram" and record["teacher_shape"] == [300, 32]
+    assert len(record["teacher_sha256"]) == 64
+
+
+def test_histogram_supervision_options_reach_the_loss(teacher_file):
+    literal = HistogramSupervision(
+        HistogramSupervision.Config(
+            teacher_file=str(teacher_file), normalize="l2", reduction="mean", bins=20
+        ),
+        semantic_dim=8,
+    )
+    assert literal.teacher_hist.shape == (20,)
+    assert literal.teacher_hist.norm().item() == pytest.approx(1.0, abs=1e-6)
+    codebook = torch.randn(40, 8)
+    expected = glotok_bench.histogram_relation_loss(
+        codebook, literal.teacher_hist, normalize="l2", reduction="mean"
+    )
+    torch.testing.assert_close(literal.loss(codebook), expected)
+
+
+def test_histogram_supervision_needs_a_teacher():
+    with pytest.raises(ConfigError, match="teacher_file"):
+        HistogramSupervision(HistogramSupervision.Config(), semantic_dim=8)
+
+
+@pytest.fixture(scope="module")
+def tiny_dinov2():
+    _register_tiny_dinov2()
+    return TINY_DINOV2
+
+
+def _local(tiny_dinov2, **overrides) -> LocalInfoNCESupervision:
+    options = dict(
+        backbone="dinov2", model=tiny_dinov2, image_size=28, allow_random_init=True, hidden_dim=32
+    )
+    options.update(overrides)
+    return LocalInfoNCESupervision(LocalInfoNCESupervision.Config(**options), semantic_dim=4)
+
+
+def test_local_infonce_trains_its_head_against_a_frozen_teacher(tiny_dinov2):
+    torch.manual_seed(0)
+    supervision = _local(tiny_dinov2)
+    # DINOv2 initialises LayerScale at 1e-5, so a random teacher gives every image the
+    # same CLS token and nothing to contrast; open the residual branches.
+    for block in supervision.teacher.model.blocks:
+        block.ls1.gamma.data.fill_(1.0)
+        block.ls2.gamma.data.fill_(1.0)
+    images = torch.rand(6, 3, 16, 16) * 2 - 1
+    features = torch.randn(6, 4, 8, 8)
+    teacher_before = [p.clone() for p in supervision.teacher.parameters()]
+    optimizer = torch.optim.Adam(supervision.parameters(), lr=3e-2)
+    losses = []
+    for _ in range(15):
+        optimizer.zero_grad()
+        loss = supervision.loss(None, features, images)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    # Only the head is trained and checkpointed; the teacher stays as loaded.
+    assert all(name.startswith("head.") for name in supervision.state_dict())
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(teacher_before, supervision.teacher.parameters(), strict=True)
+    )
+    assert supervision.describe()["teacher_embed_dim"] == 64
+
+
+def test_local_infonce_gradient_reaches_the_quantized_features(tiny_dinov2):
+    supervision = _local(tiny_dinov2)
+    features = torch.randn(3, 4, 8, 8, requires_grad=True)
+    supervision.loss(None, features, torch.zeros(3, 3, 16, 16)).backward()
+    assert features.grad.abs().sum() > 0
+
+
+def test_local_infonce_without_weights_is_refused(tiny_dinov2):
+    with pytest.raises(MissingWeightsError, match="weights_path"):
+        _local(tiny_dinov2, allow_random_init=False)
+
+
+@pytest.mark.parametrize("kind", ["histogram", "local-infonce"])
+def test_trainer_runs_each_supervision_on_the_same_tokenizer(
+    kind, teacher_file, tiny_dinov2, tmp_path
+):
+    from glotok_bench.tokenizer import standalone_registry
+    from glotok_bench.tokenizer.config import LossConfig
+    from glotok_bench.tokenizer.model import tokenizer_preset
+    from glotok_bench.train.config import TrainConfig
+    from glotok_bench.train.trainer import train
+
+    tokenizer = tokenizer_preset("tiny-16")
+    if kind == "histogram":
+        supervision = HistogramSupervision(
+            HistogramSupervision.Config(teacher_file=str(teacher_file)), semantic_dim=4
+        )
+    else:
+        supervision = _local(tiny_dinov2)
+    images = torch.rand(8, 3, 16, 16) * 2 - 1
+    result = train(
+        tokenizer,
+        LossConfig(perceptual=False, adversarial_weight=0.0),
+        TrainConfig(max_steps=2, batch_size=4, progress=False, checkpoint_every=2),
+        torch.utils.data.TensorDataset(images, torch.zeros(8, dtype=torch.long)),
+        run_dir=tmp_path / "run",
+        registry=standalone_registry(),
+        supervision=supervision,
+    )
+    assert result["supervision"]["name"] == kind
+    assert torch.isfinite(torch.as_tensor(result["losses"]["semantic"]))
+    checkpoint = torch.load(result["checkpoint"], weights_only=True)
+    saved = (
+        checkpoint["training"]["supervision"]
+        if "training" in checkpoint
+        else checkpoint["supervision"]
+    )
+    assert all(not name.startswith("teacher") for name in saved)
+
+
+def test_supervision_file_outside_the_cache_is_read_by_key(tmp_path):
+    save_file({"semantic": torch.randn(50, 8)}, str(tmp_path / "codes.safetensors"))
+    supervision = HistogramSupervision(
+        HistogramSupervision.Config(
+            teacher_file=str(tmp_path / "codes.safetensors"), teacher_key="semantic"
+        ),
+        semantic_dim=8,
+    )
+    assert supervision.teacher_hist.sum().item() == pytest.approx(1.0, abs=1e-6)
