@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,15 @@ from glotok_bench.atomic import atomic_write_text
 
 
 class MetricsLog:
-    def __init__(self, path: str | Path | None):
+    """``reduce``: applied to the flattened queued values before they leave the device;
+    under data parallel it averages them over ranks (every rank must then flush in step).
+    """
+
+    def __init__(
+        self, path: str | Path | None, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ):
         self.path = None if path is None else Path(path)
+        self.reduce = reduce
         self._steps: list[int] = []
         self._keys: list[tuple[str, ...]] = []
         self._values: list[torch.Tensor] = []
@@ -40,7 +48,10 @@ class MetricsLog:
         """Write queued steps; returns the last step's values (also kept in ``last``)."""
         if not self._steps:
             return self.last
-        values = torch.cat(self._values).tolist()  # the single device->host transfer
+        values = torch.cat(self._values)
+        if self.reduce is not None:
+            values = self.reduce(values)
+        values = values.tolist()  # the single device->host transfer
         lines, offset = [], 0
         for step, keys, extra in zip(self._steps, self._keys, self._extra, strict=True):
             record = {

@@ -65,7 +65,7 @@ def _distributed_context(device: str) -> tuple[int, int, torch.device]:
 
 
 def _precision(train: TrainConfig, device: torch.device) -> str:
-    """"fp32" or "bf16" (autocast). bf16 autocast is used only on CUDA."""
+    """ "fp32" or "bf16" (autocast). bf16 autocast is used only on CUDA."""
     if device.type != "cuda" and train.precision == "bf16":
         raise ConfigError("precision = 'bf16' needs a CUDA device; use 'auto' or 'fp32' on CPU")
     return resolve_precision(train.precision, device)
@@ -307,7 +307,7 @@ class Trainer:
                 resumed_from = self.step
         elif self.rank == 0 and (metrics_path.exists() or any(ckpt_dir.glob("ckpt-*.pt"))):
             raise ConfigError(f"{run_dir} already holds a run; resume it or pick another directory")
-        log = MetricsLog(metrics_path if self.rank == 0 else None)
+        log = MetricsLog(metrics_path if self.rank == 0 else None, reduce=self._mean_over_ranks)
         batches = image_batches(
             data,
             batch_size=cfg.batch_size,
@@ -378,6 +378,16 @@ class Trainer:
             "checkpoint": None if last_ckpt is None else str(last_ckpt),
             "metrics_log": str(metrics_path),
         }
+
+    def _mean_over_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        """Logged values averaged over data-parallel ranks (identity on one process)."""
+        if self.world_size == 1:
+            return values
+        import torch.distributed as dist
+
+        values = values.clone()
+        dist.all_reduce(values)  # SUM: gloo has no AVG
+        return values / self.world_size
 
     def _checkpoint(self, ckpt_dir: Path) -> Path | None:
         if self.rank != 0:
