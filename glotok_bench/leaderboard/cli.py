@@ -1,0 +1,45 @@
+"""``glotok-bench leaderboard``: rebuild leaderboards/ from the run records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group("leaderboard")
+def leaderboard() -> None:
+    """Leaderboards built from run records and the paper's published numbers."""
+
+
+@leaderboard.command("regenerate")
+@click.option(
+    "--records", default="runs", show_default=True,
+    type=click.Path(file_okay=False, path_type=Path), help="Folder searched for record.json files.",
+)
+@click.option(
+    "--out", default="leaderboards", show_default=True,
+    type=click.Path(file_okay=False, path_type=Path), help="Folder the CSV, markdown and PNG files go to.",
+)
+def regenerate(records: Path, out: Path) -> None:
+    """Rebuild every CSV, README.md and plot in OUT from the records under RECORDS.
+
+    Corrupt records are reported by path and skipped; failed and unfinished runs are counted
+    but give no rows.
+    """
+    from glotok_bench.leaderboard.build import regenerate as build
+
+    outcome = build(records, out)
+    c = outcome.collection
+    for path, message in c.corrupt:
+        click.secho(f"skipped corrupt record {path}: {message}", fg="yellow", err=True)
+    for path in c.duplicates:
+        click.secho(f"skipped duplicate record {path} (same kind and run id as an earlier one)", fg="yellow", err=True)
+    click.echo(
+        f"{c.found} records: {c.used} used, {len(c.failed)} failed, {len(c.running)} not finished, "
+        f"{len(c.corrupt)} corrupt, {len(c.duplicates)} duplicates"
+    )
+    for name, table in outcome.tables.items():
+        counts = table["source"].value_counts()
+        click.echo(f"  {name}.csv: {counts.get('measured', 0)} measured rows, {counts.get('paper', 0)} paper rows")
+    click.echo(f"wrote {len(outcome.written)} files to {out}")
