@@ -251,3 +251,18 @@ def test_presets_build_with_paper_codebooks():
     assert model.grid_size == 8 and model.latent_channels == 16
     with pytest.raises(ConfigError, match="unknown tokenizer preset"):
         tokenizer_preset("nope")
+
+
+def test_toml_tables_structure_into_tokenizer_config():
+    from glotok_bench.config import structure
+    from glotok_bench.registry import get_registry
+
+    if "vqgan-conv" not in get_registry().names("autoencoder"):
+        pytest.skip("built-in plugins are not installed (pip install -e .)")
+    config = structure(
+        TokenizerConfig, {"resolution": 32, "quantizer": {"name": "vq", "codebook_size": 1024}, "residual_head": "none"}
+    )
+    assert config.quantizer == ComponentChoice("vq", VectorQuantizer.Config(codebook_size=1024))
+    assert TokenizerConfig() == tokenizer_preset("glotok")  # the paper's model is the default
+    with pytest.raises(ConfigError, match="semantic_size"):
+        structure(TokenizerConfig, {"quantizer": {"name": "dual", "semantic_sizes": 3}})

@@ -98,7 +98,9 @@ class Codebook(nn.Module):
 
     @torch.no_grad()
     def _stats(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        counts = torch.bincount(indices, minlength=self.size)
+        # index_add_ rather than bincount: CUDA bincount syncs with the host to size its output.
+        counts = torch.zeros(self.size, dtype=torch.long, device=indices.device)
+        counts.index_add_(0, indices, torch.ones_like(indices))
         if self.training:
             self.hits += counts
         probs = counts.float() / indices.numel()
