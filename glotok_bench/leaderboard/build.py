@@ -13,7 +13,6 @@ timestamps, and PNGs saved without the metadata that changes between matplotlib 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -215,14 +214,7 @@ def regenerate(records: str | Path = "runs", out: str | Path = "leaderboards") -
         files[name] = render_plot(tables)
     files["README.md"] = render.readme(tables, collection, plots=list(render.PLOTS)).encode("utf-8")
     out = Path(out)
-    written = [_publish(out / name, data) for name, data in sorted(files.items())]
+    written = [atomic_write_bytes(out / name, data) for name, data in sorted(files.items())]
     return Outcome(collection, tables, written)
 
 
-def _publish(path: Path, data: bytes) -> Path:
-    atomic_write_bytes(path, data)
-    # The temp file behind the atomic write is created 0600; leaderboards are for everyone.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-    return path
