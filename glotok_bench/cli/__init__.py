@@ -20,6 +20,8 @@ _LAZY_COMMANDS = {
     "plugins": "glotok_bench.cli.plugins_cmd:plugins",
     "config": "glotok_bench.cli.config_cmd:config",
     "data": "glotok_bench.cli.data_cmd:data",
+    "run-grid": "glotok_bench.cli.grid_cmd:run_grid_command",
+    "leaderboard": "glotok_bench.leaderboard.cli:leaderboard",
 }
 
 
