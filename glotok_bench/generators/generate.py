@@ -61,9 +61,10 @@ def check_tokenizer(context: Mapping[str, Any], tokenizer: Any) -> None:
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Images [B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3] (ADM's conversion)."""
-    pixels = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+    """Images [B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3]: round((x + 1) * 127.5), clipped."""
+    from glotok_bench.data.preprocess import to_uint8 as pixels
+
+    return pixels(images).permute(0, 2, 3, 1).cpu().numpy()
 
 
 @torch.no_grad()
