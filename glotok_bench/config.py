@@ -158,6 +158,8 @@ def _structure(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        if value is False and type(None) in args and bool not in args:
+            return None  # TOML has no null: `metric = false` switches an optional section off
         non_none = [a for a in args if a is not type(None)]
         if len(non_none) == 1:
             return _structure(non_none[0], value, path, errors)
@@ -287,8 +289,8 @@ def _type_name(tp: Any) -> str:
 
 
 def to_dict(instance: Any) -> Any:
-    """Plain data for TOML/JSON. ``None`` fields are dropped (TOML has no null), which
-    round-trips because every optional field defaults to ``None``."""
+    """Plain data for TOML/JSON. TOML has no null: a ``None`` field whose default is
+    ``None`` is dropped, and one whose default is a section is written as ``false``."""
     if isinstance(instance, ComponentChoice):
         return {"name": instance.name, **to_dict(instance.config)}
     if attrs.has(type(instance)):
@@ -297,6 +299,8 @@ def to_dict(instance: Any) -> Any:
             value = getattr(instance, field.name)
             if value is not None:
                 out[field.alias or field.name] = to_dict(value)
+            elif _default_of(field) is not None:
+                out[field.alias or field.name] = False  # switched off; see _structure
         return out
     if isinstance(instance, Mapping):
         return {str(k): to_dict(v) for k, v in instance.items() if v is not None}
@@ -305,6 +309,13 @@ def to_dict(instance: Any) -> Any:
     if isinstance(instance, Path):
         return str(instance)
     return instance
+
+
+def _default_of(field: attrs.Attribute) -> Any:
+    default = field.default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        return default.factory()
+    return default
 
 
 def dumps_toml(instance: Any) -> str:

@@ -144,3 +144,21 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
     again = load_config(Run, write(tmp_path, dumps_toml(run), "resolved.toml"))
     assert again == run
     assert structure(Run, {}) == Run()
+
+
+@attrs.frozen(kw_only=True)
+class Section:
+    size: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class WithOptional:
+    metric: Section | None = Section()
+    note: str | None = None
+
+
+def test_false_switches_an_optional_section_off_and_round_trips(tmp_path):
+    off = load_config(WithOptional, write(tmp_path, "metric = false\n"))
+    assert off.metric is None
+    assert load_config(WithOptional, write(tmp_path, dumps_toml(off), "again.toml")) == off
+    assert load_config(WithOptional, write(tmp_path, "[metric]\nsize = 3\n", "on.toml")).metric == Section(size=3)
