@@ -128,6 +128,14 @@ def test_xar_cell_order_round_trips_features():
     assert torch.equal(sequence[0, :4], features[0, :, 0, :4].T)
     assert torch.equal(sequence[0, 4:8], features[0, :, 1, :4].T)
     assert torch.allclose(model.to_features(sequence), features, atol=1e-6)
+    # Normalisation statistics fitted on data standardise it and are undone on the way out.
+    data = torch.randn(20, 8, 8, 8) * torch.linspace(0.1, 2.0, 8).view(1, 8, 1, 1) + 3.0
+    model.fit_statistics({"with_residual": data.half()}, chunk=7)
+    standard = model.to_sequence(data)
+    assert (
+        standard.mean((0, 1)).abs().max() < 1e-2 and (standard.std((0, 1)) - 1).abs().max() < 1e-2
+    )
+    assert torch.allclose(model.to_features(standard), data, atol=1e-4)
 
 
 # -- sampling ----------------------------------------------------------------------------------

@@ -149,8 +149,9 @@ class XARGenerator(nn.Module):
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias) if m.bias is not None else None
+                nn.init.xavier_uniform_(m.weight)  # as xAR (JAX ViT)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         nn.init.normal_(self.classes.table.weight, std=0.02)
         # adaLN-Zero (DiT): every block starts as the identity and the prediction at 0.
         for block in self.blocks:
