@@ -356,3 +356,17 @@ def test_perceptual_loss_runs_from_local_files(tmp_path):
     assert "disc" in result["losses"] and "gen" in result["losses"]
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert line["gan"] is True
+
+
+def test_adaptive_gan_weight_balances_gradient_norms(tmp_path):
+    from glotok_bench.tokenizer.losses import adaptive_weight
+
+    weight = nn.Parameter(torch.randn(3))
+    ratio = adaptive_weight((2 * weight).sum(), (0.5 * weight).sum(), weight)
+    assert ratio.item() == pytest.approx(4.0, rel=1e-3) and not ratio.requires_grad
+    loss = LossConfig(
+        perceptual=False, disc_start=0, adaptive_adversarial_weight=True,
+        discriminator=DiscriminatorConfig(base_channels=8, num_layers=2, norm="group"),
+    )  # fmt: skip
+    result = train(TINY, loss, config(max_steps=2), dataset(), run_dir=tmp_path, registry=REGISTRY)
+    assert result["losses"]["gen_weight"] > 0 and "disc" in result["losses"]

@@ -68,6 +68,10 @@ class LossConfig:
     vgg_weights: str | None = None  # torchvision vgg16 .pth; None: resolve "vgg16"
     lpips_weights: str | None = None  # lpips vgg.pth linear layers; None: resolve "lpips-vgg"
     adversarial_weight: float = attrs.field(default=0.5, validator=_non_negative)
+    # Taming's VQGAN rescales L_G by ||grad L_rec+P|| / ||grad L_G|| at the decoder's last
+    # layer, which keeps a young discriminator from swamping reconstruction; LlamaGen
+    # (whose recipe these defaults follow) leaves it off.
+    adaptive_adversarial_weight: bool = False
     # Generator and discriminator GAN terms start at this optimiser step (LlamaGen: 20k).
     disc_start: int = attrs.field(default=20_000, validator=_non_negative)
     discriminator: DiscriminatorConfig = attrs.field(factory=DiscriminatorConfig)

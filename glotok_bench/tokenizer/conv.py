@@ -194,3 +194,7 @@ class ConvAutoencoder(nn.Module):
 
     def decode(self, features: torch.Tensor) -> torch.Tensor:
         return self.decoder(features)
+
+    def last_layer(self) -> torch.Tensor:
+        """The weight producing the image (for the adaptive GAN weight)."""
+        return self.decoder.conv_out.weight

@@ -49,11 +49,13 @@ def generator_loss(
     perceptual: LPIPS | None,
     fake_logits: torch.Tensor | None = None,
     semantic: torch.Tensor | None = None,
+    last_layer: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Combined loss (Eq. 13) -> (weighted total, unweighted terms for logging).
 
     ``fake_logits``: discriminator logits on the reconstruction, or None before
-    ``disc_start``; ``semantic``: the supervision plugin's unweighted loss, or None.
+    ``disc_start``; ``semantic``: the supervision plugin's unweighted loss, or None;
+    ``last_layer``: the decoder's output weight, needed for ``adaptive_adversarial_weight``.
     """
     rec = output.reconstruction.float()
     target = images.float()
@@ -62,22 +64,34 @@ def generator_loss(
         "quant": output.quantizer_loss,
         "res": output.residual_loss,
     }
-    total = (
-        config.reconstruction_weight * terms["rec"]
-        + config.quantizer_weight * terms["quant"]
-        + config.residual_weight * terms["res"]
-    )
+    nll = config.reconstruction_weight * terms["rec"]
     if perceptual is not None:
         terms["perceptual"] = perceptual(rec, target).mean()
-        total = total + config.perceptual_weight * terms["perceptual"]
+        nll = nll + config.perceptual_weight * terms["perceptual"]
+    total = nll + config.quantizer_weight * terms["quant"] + config.residual_weight * terms["res"]
     if fake_logits is not None:
         terms["gen"] = hinge_generator_loss(fake_logits.float())
-        total = total + config.adversarial_weight * terms["gen"]
+        weight: float | torch.Tensor = config.adversarial_weight
+        if config.adaptive_adversarial_weight:
+            if last_layer is None:
+                raise ValueError("adaptive_adversarial_weight needs the decoder's last layer")
+            weight = terms["gen_weight"] = config.adversarial_weight * adaptive_weight(
+                nll, terms["gen"], last_layer
+            )
+        total = total + weight * terms["gen"]
     if semantic is not None:
         terms["semantic"] = semantic
         total = total + config.semantic_weight * semantic
     terms["total"] = total
     return total, terms
+
+
+def adaptive_weight(nll: torch.Tensor, gan: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
+    """VQGAN's ||d nll/dW|| / (||d gan/dW|| + 1e-4) at the decoder's last layer W,
+    clamped to [0, 1e4] and detached."""
+    (nll_grad,) = torch.autograd.grad(nll, last_layer, retain_graph=True)
+    (gan_grad,) = torch.autograd.grad(gan, last_layer, retain_graph=True)
+    return (nll_grad.norm() / (gan_grad.norm() + 1e-4)).clamp(0.0, 1e4).detach()
 
 
 def describe_perceptual(config: LossConfig, module: Any) -> str:

@@ -176,6 +176,10 @@ class Tokenizer(nn.Module):
         reconstruction = self.decode(encoding.with_residual)
         return TokenizerOutput(reconstruction, quantizer_loss, res_loss, stats, encoding)
 
+    def decoder_last_layer(self) -> torch.Tensor:
+        """The autoencoder's output-layer weight (the adaptive GAN weight is measured there)."""
+        return self.autoencoder.last_layer()
+
     def window_usage(self, reset: bool = True) -> dict[str, torch.Tensor]:
         """Fraction of each codebook hit since the last reset (training steps only)."""
         return self.quantizer.window_usage(reset)

@@ -203,6 +203,7 @@ class Trainer:
                 perceptual=self.perceptual,
                 fake_logits=fake_logits,
                 semantic=semantic,
+                last_layer=self.model.decoder_last_layer() if use_gan else None,
             )
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
