@@ -243,6 +243,26 @@ def test_resume_with_another_architecture_is_refused_and_keeps_files(tmp_path):
             registry=REGISTRY,
         )
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    # Same model, other training settings (no discriminator): refused too, not restarted.
+    with pytest.raises(CheckpointError, match="discriminator"):
+        train(TINY, LossConfig(perceptual=False, adversarial_weight=0.0), config(max_steps=6), dataset(),
+              run_dir=tmp_path, registry=REGISTRY)  # fmt: skip
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_a_torn_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    train(TINY, LOSS, config(max_steps=6), dataset(), run_dir=tmp_path, registry=REGISTRY)
+    newest = tmp_path / "checkpoints" / "ckpt-00000006.pt"
+    newest.write_bytes(newest.read_bytes()[:500])
+    with pytest.warns(UserWarning, match="unreadable"):
+        result = train(
+            TINY, LOSS, config(max_steps=6), dataset(), run_dir=tmp_path, registry=REGISTRY
+        )
+    assert result["resumed_from"] == 3 and result["final_step"] == 6
+    (tmp_path / "checkpoints" / "ckpt-00000003.pt").write_bytes(b"junk")
+    (tmp_path / "checkpoints" / "ckpt-00000006.pt").write_bytes(b"junk")
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="none is readable"):
+        train(TINY, LOSS, config(max_steps=9), dataset(), run_dir=tmp_path, registry=REGISTRY)
 
 
 class Crash(Exception):

@@ -17,7 +17,6 @@ written while loading, so a failed load leaves every file as it was.
 from __future__ import annotations
 
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -75,15 +74,19 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt or truncated ({_first_line(exc)})"
+            ) from None
         # weights_only=True refuses any global it does not know: pickled classes or code.
         raise CheckpointError(
             f"checkpoint {path} holds pickled objects other than tensors and plain data "
-            f"(possibly code); refused to load it. Details: {str(exc).splitlines()[0]}"
+            f"(possibly code); refused to load it. Details: {_first_line(exc)}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - zip, EOF, struct and OS errors all mean "unreadable"
         raise CheckpointError(
-            f"checkpoint {path} is truncated or not a torch checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no details'})"
+            f"checkpoint {path} is truncated or not a torch checkpoint "
+            f"({type(exc).__name__}: {_first_line(exc)})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         keys = sorted(payload)[:8] if isinstance(payload, dict) else type(payload).__name__
@@ -99,6 +102,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         if not isinstance(payload.get(key), dict):
             raise CheckpointError(f"{path}: checkpoint entry {key!r} is missing or malformed")
     return payload
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no details"
 
 
 def check_compatible(payload: Mapping[str, Any], tokenizer: Tokenizer, source: str) -> None:

@@ -261,9 +261,12 @@ class Trainer:
             training=self.training_state(),
         )
 
-    def restore(self, path: str | Path) -> None:
-        """Load a checkpoint written by :meth:`save`; it must match this run's architecture."""
-        payload = read_checkpoint(path)
+    def restore(self, path: str | Path, payload: dict[str, Any] | None = None) -> None:
+        """Load a checkpoint written by :meth:`save`; it must match this run's architecture.
+
+        ``payload``: the already-read checkpoint (see :func:`read_checkpoint`), if at hand.
+        """
+        payload = read_checkpoint(path) if payload is None else payload
         check_compatible(payload, self.model, str(path))
         training = payload.get("training")
         if not training:
@@ -400,18 +403,27 @@ class Trainer:
 
 
 def _latest_checkpoint(ckpt_dir: Path, trainer: Trainer, metrics_path: Path | None) -> Path | None:
-    """Restore the newest readable checkpoint (an unreadable newest one is skipped)."""
-    for path in sorted(ckpt_dir.glob("ckpt-*.pt"), reverse=True):
+    """Restore the newest readable checkpoint; None when the run has none yet.
+
+    Only an unreadable file (torn, corrupt) is skipped for an older one. A readable
+    checkpoint that does not fit this run's settings is an error: silently starting over
+    would overwrite the run's checkpoints.
+    """
+    candidates = sorted(ckpt_dir.glob("ckpt-*.pt"), reverse=True)
+    for path in candidates:
         try:
-            trainer.restore(path)
+            payload = read_checkpoint(path)
         except CheckpointError as exc:
-            if "another architecture" in str(exc) or "do not fit" in str(exc):
-                raise  # resuming with a different model is a user error, not a torn file
             warnings.warn(f"skipping unreadable checkpoint: {exc}", stacklevel=3)
             continue
+        trainer.restore(path, payload)
         if metrics_path is not None:
             truncate_log(metrics_path, trainer.step)
         return path
+    if candidates:
+        raise CheckpointError(
+            f"{ckpt_dir} holds checkpoints but none is readable; nothing was overwritten"
+        )
     return None
 
 
