@@ -8,6 +8,13 @@ xAR-B and LlamaGen-B, so those presets are the base classes themselves.
 Parameter counts (checked in tests/test_generators_presets.py by building on the meta
 device) are against the figures the papers print, with the context they were printed
 for: FAR with FQGAN's 16384 + 16384 codes, xAR with 16 channels, 1000 classes, 16x16.
+
+Two printed sizes do not follow from the architecture alone:
+- FAR on GloTok's 4096 + 12288 codes is printed as 415M too, but with one table of the
+  right size per codebook it has 384M (FQGAN's code sizes both tables with one
+  ``vocab_size``, so a 16384-row table per branch would give the printed figure).
+- xAR-H's official configuration (40 blocks of width 1280) has 1.18B parameters; the
+  papers print "1.1B". The same formula gives xAR-B 172M and xAR-L 607M, as printed.
 """
 
 from __future__ import annotations
