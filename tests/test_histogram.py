@@ -83,6 +83,15 @@ def test_streaming_matches_direct_values_and_gradients(name, alpha, tile):
     )
 
 
+def test_histogram_copies_for_gpu_scatter_change_nothing():
+    # The CUDA layout (pairs spread over copies of the histogram) exercised on the CPU.
+    plan = make_plan(40, None)
+    unit = F.normalize(torch.randn(150, 8, generator=torch.Generator().manual_seed(2)), dim=1)
+    single = streaming_relation_histogram(unit, plan, tile=40, copies=1)
+    spread = streaming_relation_histogram(unit, plan, tile=40, copies=7)
+    torch.testing.assert_close(spread, single, rtol=1e-6, atol=0)
+
+
 def test_bins_include_both_ends_and_kernel_width_follows_spacing():
     centers = bin_centers(40)
     assert centers[0].item() == -1.0 and centers[-1].item() == pytest.approx(1.0, abs=1e-7)

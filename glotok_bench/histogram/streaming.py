@@ -51,42 +51,60 @@ def default_tile(device: torch.device) -> int:
     return CUDA_TILE if device.type == "cuda" else CPU_TILE
 
 
+def default_copies(device: torch.device) -> int:
+    """How many copies of the histogram a tile's pairs are spread over.
+
+    On a GPU every pair of a tile would otherwise atomically add into the same ~50 bins,
+    serialising millions of atomics per bin; spread over 1024 copies (summed at the
+    end) they rarely collide. A CPU scatter is sequential and needs one copy.
+    """
+    return 1024 if device.type == "cuda" else 1
+
+
 def streaming_relation_histogram(
-    unit_codes: torch.Tensor, plan: KernelPlan, *, tile: int | None = None
+    unit_codes: torch.Tensor,
+    plan: KernelPlan,
+    *,
+    tile: int | None = None,
+    copies: int | None = None,
 ) -> torch.Tensor:
     """Un-normalised histogram of all pairs ``i <= j``, equal to the direct form.
 
     ``unit_codes``: ``[n, d]``, rows l2-normalised (computed in float32). Returns float32
     ``[bins]``, differentiable with respect to ``unit_codes``. ``tile`` is the side of the
-    square blocks of ``C C^T`` processed at once (default: by device).
+    square blocks of ``C C^T`` processed at once and ``copies`` the number of histogram
+    copies the forward scatters into (both default by device).
     """
     tile = default_tile(unit_codes.device) if tile is None else int(tile)
+    copies = default_copies(unit_codes.device) if copies is None else int(copies)
     unit_codes = unit_codes.float()
     # The n self-pairs are cheap to do directly; their similarity is 1 except for a
     # zero code (normalised to zero), which the direct form counts at 0.
     self_pairs = pair_kernel_sums((unit_codes * unit_codes).sum(1), plan)
-    return _StreamingDistinctPairs.apply(unit_codes, plan, tile) + self_pairs
+    return _StreamingDistinctPairs.apply(unit_codes, plan, tile, copies) + self_pairs
 
 
 class _StreamingDistinctPairs(torch.autograd.Function):
     """Histogram of the pairs ``i < j`` and its gradient, one tile at a time."""
 
     @staticmethod
-    def forward(ctx, unit_codes: torch.Tensor, plan: KernelPlan, tile: int) -> torch.Tensor:
+    def forward(
+        ctx, unit_codes: torch.Tensor, plan: KernelPlan, tile: int, copies: int
+    ) -> torch.Tensor:
         ctx.save_for_backward(unit_codes)
         ctx.plan, ctx.tile = plan, tile
         # Autocast would run the similarity matmul in bf16, whose 8-bit mantissa puts a
         # similarity several bins off; the whole histogram is float32 by design.
         with torch.autocast(unit_codes.device.type, enabled=False), _one_cpu_thread(unit_codes):
-            return _histogram_forward(unit_codes, plan, tile)
+            return _histogram_forward(unit_codes, plan, tile, copies)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_hist: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx, grad_hist: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         (unit_codes,) = ctx.saved_tensors
         with torch.autocast(unit_codes.device.type, enabled=False), _one_cpu_thread(unit_codes):
             grad = _histogram_backward(unit_codes, grad_hist.float(), ctx.plan, ctx.tile)
-        return grad, None, None
+        return grad, None, None, None
 
 
 @contextlib.contextmanager
@@ -108,21 +126,29 @@ def _one_cpu_thread(tensor: torch.Tensor) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _histogram_forward(unit_codes: torch.Tensor, plan: KernelPlan, tile: int) -> torch.Tensor:
+def _histogram_forward(
+    unit_codes: torch.Tensor, plan: KernelPlan, tile: int, copies: int
+) -> torch.Tensor:
     device = unit_codes.device
     centers = bin_centers(plan.bins, device=device)
     padded_bins = plan.bins + plan.window_size - 1
     # Bins are summed in float64: scatter_add adds one pair at a time, and a float32 bin
     # holding thousands of pairs already rounds each new one at 1e-6 relative (the
     # direct form's pairwise sum does not); the conversion costs ~15% of the forward.
-    hist = torch.zeros(padded_bins, dtype=torch.float64, device=device)
-    values64 = None
+    # Pair p adds into copy p % copies of the histogram (see default_copies).
+    hist = torch.zeros(copies * padded_bins, dtype=torch.float64, device=device)
+    span = (copies - 1) * padded_bins + plan.bins
+    values64 = spread = None
     for block in _tiles(unit_codes, tile):
         cell, frac = _grid_positions(block.rows, block.cols, centers, plan)
         if values64 is None or values64.shape != frac.shape:
             values64 = torch.empty_like(frac, dtype=torch.float64)
+            spread = torch.arange(frac.shape[0], device=device) % copies * padded_bins
+        index = cell + spread if copies > 1 else cell
         for offset, values in _kernel_terms(frac, plan, block.weight):
-            _bin_view(hist, offset, plan).scatter_add_(0, cell, values64.copy_(values))
+            start = offset - plan.window_low
+            hist[start : start + span].scatter_add_(0, index, values64.copy_(values))
+    hist = hist.view(copies, padded_bins).sum(0)
     return hist[-plan.window_low : -plan.window_low + plan.bins].float()
 
 

@@ -165,6 +165,22 @@ def load_backbone(
     return backbone.to(device).eval()
 
 
+def embedding_width(kind: BackboneKind, model_name: str) -> int:
+    """Width of :meth:`Backbone.global_embedding` for a model, without building its weights."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if kind == "clip":
+        import open_clip
+
+        config = open_clip.get_model_config(model_name)
+        if config is None:
+            raise ConfigError(f"open_clip has no model {model_name!r}")
+        return int(config["embed_dim"])
+    import timm
+
+    with torch.device("meta"):  # shapes only: no memory for a ViT-L's weights
+        return int(timm.create_model(model_name, pretrained=False, num_classes=0).num_features)
+
+
 def _load_dinov2(model_name: str, weights_path: str, image_size: int, final_norm: bool) -> Backbone:
     import timm
     from timm.models.vision_transformer import checkpoint_filter_fn
