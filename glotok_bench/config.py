@@ -318,6 +318,15 @@ def _default_of(field: attrs.Attribute) -> Any:
     return default
 
 
+def config_digest(instance: Any, length: int = 12) -> str:
+    """A short hash of a config's resolved content: the same settings, the same digest."""
+    import hashlib
+    import json
+
+    canonical = json.dumps(to_dict(instance), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
 def dumps_toml(instance: Any) -> str:
     import tomli_w
 

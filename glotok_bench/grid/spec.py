@@ -17,16 +17,20 @@ the same folder, whichever grid asked for it, and editing an axis never reuses o
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from glotok_bench.config import apply_overrides, read_toml_with_extends, structure, to_dict
+from glotok_bench.config import (
+    apply_overrides,
+    config_digest,
+    read_toml_with_extends,
+    structure,
+    to_dict,
+)
 from glotok_bench.errors import ConfigError
 
 GRID_KEYS = {"name", "base", "steps", "resources", "axes", "set", "description"}
@@ -107,11 +111,6 @@ def _toml_value(value: Any) -> str:
     return tomli_w.dumps({"v": value}).strip()[len("v = "):]
 
 
-def config_id(config: dict[str, Any]) -> str:
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-
 def expand(spec: GridSpec, config_class: type, runs_root: Path) -> list[Cell]:
     """All cells, validated up front: a typo in an axis fails before anything trains."""
     base_data = read_toml_with_extends(spec.base)
@@ -122,7 +121,7 @@ def expand(spec: GridSpec, config_class: type, runs_root: Path) -> list[Cell]:
         data = apply_overrides(base_data, overrides)
         config = structure(config_class, data, source=f"{spec.source} (cell {dict(zip(keys, values, strict=True))})")
         plain = to_dict(config)
-        cell_id = config_id(plain)
+        cell_id = config_digest(config)
         cells.append(
             Cell(
                 grid=spec.name,

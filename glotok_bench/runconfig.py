@@ -1,0 +1,64 @@
+"""The full config of one experiment: data, tokenizer, losses, supervision, teacher,
+training, evaluation and (optionally) a generator stage.
+
+Each section is owned by the module that uses it; this file only composes them. Presets
+live in ``configs/`` and grids override any path of this tree (e.g. ``loss.semantic_weight``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+from glotok_bench.config import ComponentChoice, component_field
+from glotok_bench.eval.evaluator import EvalOptions
+from glotok_bench.eval.fidelity import FrechetDistance, InceptionScore
+from glotok_bench.generators.train import GeneratorRunConfig
+from glotok_bench.tokenizer.config import LossConfig, TokenizerConfig
+from glotok_bench.train.config import TrainConfig
+
+
+@attrs.frozen(kw_only=True)
+class DataConfig:
+    dataset: ComponentChoice = component_field("dataset", "demo")
+    train_split: str = "train"
+    eval_split: str = "val"
+    eval_batch_size: int = 32
+    num_workers: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class GenerationConfig:
+    """Sampling and gFID/IS of the generator stage (ADM protocol: 50 per class)."""
+
+    per_class: int = 50
+    cfg_scale: float = 1.0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    batch_size: int = 32
+    fid: FrechetDistance.Config = FrechetDistance.Config(label="gfid")
+    inception_score: InceptionScore.Config | None = InceptionScore.Config()
+    # Real images the samples are compared with when fid.reference_stats is not given.
+    reference_split: str = "train"
+
+
+@attrs.frozen(kw_only=True)
+class RunConfig:
+    name: str = "glotok"
+    method: str = "GloTok"  # the row label in leaderboards
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cache_dir: str = ""  # teachers and statistics; "" = $GLOTOK_CACHE_DIR or ~/.cache/glotok_bench
+    data: DataConfig = attrs.Factory(DataConfig)
+    tokenizer: TokenizerConfig = attrs.Factory(TokenizerConfig)
+    loss: LossConfig = attrs.Factory(LossConfig)
+    # Weighted by loss.semantic_weight (lambda_hist for the histogram loss).
+    supervision: ComponentChoice = component_field("semantic_supervision", "histogram")
+    # Built (and cached) when supervision is "histogram" and names no teacher_file.
+    teacher: ComponentChoice = component_field("teacher", "dinov2-kmeans")
+    train: TrainConfig = attrs.Factory(TrainConfig)
+    eval: EvalOptions = attrs.Factory(EvalOptions)
+    generator: GeneratorRunConfig = attrs.Factory(GeneratorRunConfig)
+    generation: GenerationConfig = attrs.Factory(GenerationConfig)
