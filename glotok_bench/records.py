@@ -91,3 +91,38 @@ def iter_records(root: str | Path) -> Iterator[tuple[Path, dict[str, Any] | Reco
             yield path, read_record(path)
         except RecordError as exc:
             yield path, exc
+
+
+def record_job(
+    kind: str, run_dir: str | Path, config: Any, job: Any, *, run_id: str | None = None
+) -> dict[str, Any]:
+    """Run ``job() -> {"metrics", "results", "labels"}`` and leave ``run_dir/record.json``.
+
+    The resolved config is written beside it first (``config.toml``), so even a run that
+    dies has its settings on disk. A failure is recorded with its traceback and re-raised.
+    """
+    import time
+
+    from glotok_bench.atomic import atomic_write_text
+    from glotok_bench.config import dumps_toml, to_dict
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.toml", dumps_toml(config))
+    record = new_record(kind, run_id=run_id or run_dir.name, config=to_dict(config))
+    write_record(run_dir / RECORD_NAME, record)
+    started = time.perf_counter()
+    try:
+        output = job()
+    except BaseException as exc:
+        mark_failed(record, exc)
+        record["wall_time_s"] = time.perf_counter() - started
+        write_record(run_dir / RECORD_NAME, record)
+        raise
+    record["metrics"].update(output.get("metrics", {}))
+    record["results"][kind] = output.get("results", {})
+    record["labels"] = output.get("labels", {})
+    record["status"] = "ok"
+    record["wall_time_s"] = time.perf_counter() - started
+    write_record(run_dir / RECORD_NAME, record)
+    return record

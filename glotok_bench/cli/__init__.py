@@ -21,6 +21,12 @@ _LAZY_COMMANDS = {
     "config": "glotok_bench.cli.config_cmd:config",
     "data": "glotok_bench.cli.data_cmd:data",
     "run-grid": "glotok_bench.cli.grid_cmd:run_grid_command",
+    "train": "glotok_bench.cli.tokenizer_cmds:train_command",
+    "eval": "glotok_bench.cli.tokenizer_cmds:eval_command",
+    "reconstruct": "glotok_bench.cli.tokenizer_cmds:reconstruct_command",
+    "tokenize": "glotok_bench.cli.tokenizer_cmds:tokenize_command",
+    "gen-train": "glotok_bench.cli.generator_cmds:gen_train_command",
+    "generate": "glotok_bench.cli.generator_cmds:generate_command",
     "leaderboard": "glotok_bench.leaderboard.cli:leaderboard",
 }
 

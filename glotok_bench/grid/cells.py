@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from glotok_bench.atomic import atomic_write_json
+from glotok_bench.atomic import atomic_write_json, atomic_write_text
 from glotok_bench.config import structure
 from glotok_bench.errors import ConfigError
 from glotok_bench.grid.spec import Cell
@@ -62,6 +62,12 @@ def resolve_step(name: str, table: Mapping[str, str | StepFunction] | None = Non
     return getattr(importlib.import_module(module_name), attribute)
 
 
+def _toml(data: dict[str, Any]) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(data)
+
+
 def cell_status(cell: Cell) -> str:
     """'done', 'failed', 'partial' (some steps done) or 'new'."""
     try:
@@ -85,6 +91,7 @@ def run_cell(
     record["labels"] = dict(cell.labels)
     record["grid"] = {"name": cell.grid, "overrides": list(cell.overrides), "steps": list(cell.steps)}
     write_record(record_path, record)
+    atomic_write_text(cell.run_dir / "config.toml", _toml(cell.config))
     try:
         config = structure(config_class, cell.config, source=f"cell {cell.cell_id}")
         previous: dict[str, dict[str, Any]] = {}

@@ -18,15 +18,14 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def list_images(images: str | Path | Sequence[str | Path]) -> list[Path]:
-    """A directory (its image files, sorted) or explicit paths -> image paths."""
-    if isinstance(images, str | Path):
-        root = Path(images)
-        if root.is_dir():
-            paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    """Files and directories (each directory's image files, sorted) -> image paths."""
+    entries = [images] if isinstance(images, str | Path) else list(images)
+    paths: list[Path] = []
+    for entry in map(Path, entries):
+        if entry.is_dir():
+            paths += sorted(p for p in entry.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         else:
-            paths = [root]
-    else:
-        paths = [Path(p) for p in images]
+            paths.append(entry)
     if not paths:
         raise DataError(f"no images found in {images}")
     return paths
