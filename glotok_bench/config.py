@@ -118,15 +118,26 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
     result = _deep_copy(data)
     for override in overrides:
         keys, value = parse_override(override)
-        table = result
-        for depth, key in enumerate(keys[:-1]):
-            child = table.setdefault(key, {})
-            if not isinstance(child, dict):
-                where = ".".join(keys[: depth + 1])
-                raise ConfigError(f"override {override!r}: {where} is a value, not a table")
-            table = child
-        table[keys[-1]] = value
+        set_path(result, keys, value, what=f"override {override!r}")
     return result
+
+
+def set_path(data: dict[str, Any], keys: Sequence[str], value: Any, *, what: str = "setting") -> None:
+    """Set ``data[k0][k1]...`` to ``value`` in place, creating tables on the way.
+
+    Setting a component's ``name`` to another component drops the old one's options, as
+    ``extends`` does: they belong to a different ``Config``.
+    """
+    table = data
+    for depth, key in enumerate(keys[:-1]):
+        child = table.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{what}: {'.'.join(keys[: depth + 1])} is a value, not a table")
+        table = child
+    last = keys[-1]
+    if last == "name" and table.get("name", value) != value:
+        table.clear()
+    table[last] = _deep_copy(value) if isinstance(value, Mapping) else value
 
 
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -62,10 +62,26 @@ def run_labels(config: RunConfig) -> dict[str, Any]:
     }
 
 
+# Options that say where inputs live or only change speed: not part of what a teacher *is*.
+_UNLABELLED_OPTIONS = {"data_root", "weights_path", "path", "batch_size", "kmeans_batch_size"}
+
+
 def _teacher_label(config: RunConfig) -> str:
+    """e.g. ``patch-kmeans(clustering=per-class, k=252)``: the name plus every option that
+    differs from its default, so different teachers never share a leaderboard row."""
     if config.supervision.config.teacher_file:
         return f"file:{Path(config.supervision.config.teacher_file).name}"
-    return config.teacher.name
+    choice = config.teacher
+    defaults = type(choice.config)()
+    changed = [
+        f"{field.name}={getattr(choice.config, field.name)}"
+        for field in attrs.fields(type(choice.config))
+        if field.name not in _UNLABELLED_OPTIONS
+        and getattr(choice.config, field.name) != getattr(defaults, field.name)
+    ]
+    if getattr(choice.config, "allow_random_init", False) and not getattr(choice.config, "weights_path", ""):
+        changed = [c for c in changed if not c.startswith("allow_random_init=")] + ["RANDOM-INIT encoder"]
+    return f"{choice.name}({', '.join(changed)})" if changed else choice.name
 
 
 # -- teacher and supervision ----------------------------------------------------------------

@@ -162,3 +162,9 @@ def test_false_switches_an_optional_section_off_and_round_trips(tmp_path):
     assert off.metric is None
     assert load_config(WithOptional, write(tmp_path, dumps_toml(off), "again.toml")) == off
     assert load_config(WithOptional, write(tmp_path, "[metric]\nsize = 3\n", "on.toml")).metric == Section(size=3)
+
+
+def test_overriding_a_component_name_drops_the_old_components_options(tmp_path):
+    base = write(tmp_path, '[model.quantizer]\nsize = 512\n', "base.toml")
+    run = load_config(Run, base, ['model.quantizer.name="lookup"'])
+    assert run.model.quantizer == ComponentChoice("lookup", Lookup.Config())

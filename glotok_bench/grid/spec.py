@@ -17,7 +17,9 @@ the same folder, whichever grid asked for it, and editing an axis never reuses o
 
 from __future__ import annotations
 
+import copy
 import itertools
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,9 @@ from typing import Any
 import attrs
 
 from glotok_bench.config import (
-    apply_overrides,
     config_digest,
     read_toml_with_extends,
+    set_path,
     structure,
     to_dict,
 )
@@ -44,7 +46,7 @@ class GridSpec:
     base: Path
     steps: tuple[str, ...]
     axes: tuple[tuple[str, tuple[Any, ...]], ...]
-    fixed: tuple[str, ...] = ()  # overrides applied to every cell
+    fixed: tuple[tuple[str, Any], ...] = ()  # (config path, value) applied to every cell
     cpus: float = 1.0
     gpus: float = 0.0
     max_retries: int = 0
@@ -58,7 +60,7 @@ class Cell:
     grid: str
     cell_id: str
     base: Path
-    overrides: tuple[str, ...]
+    overrides: tuple[str, ...]  # "path=value" (JSON values), for records and humans
     labels: dict[str, Any]
     steps: tuple[str, ...]
     run_dir: Path
@@ -96,19 +98,12 @@ def load_grid(path: str | Path) -> GridSpec:
         base=base,
         steps=tuple(steps),
         axes=tuple((key, tuple(values)) for key, values in axes.items()),
-        fixed=tuple(f"{key}={_toml_value(value)}" for key, value in fixed.items()),
+        fixed=tuple(fixed.items()),
         cpus=float(resources.get("cpus", 1)),
         gpus=float(resources.get("gpus", 0)),
         max_retries=int(resources.get("max_retries", 0)),
         description=data.get("description", ""),
     )
-
-
-def _toml_value(value: Any) -> str:
-    """A value as TOML source text, so it survives the override parser unchanged."""
-    import tomli_w
-
-    return tomli_w.dumps({"v": value}).strip()[len("v = "):]
 
 
 def expand(spec: GridSpec, config_class: type, runs_root: Path) -> list[Cell]:
@@ -117,8 +112,11 @@ def expand(spec: GridSpec, config_class: type, runs_root: Path) -> list[Cell]:
     keys = [key for key, _ in spec.axes]
     cells = []
     for values in itertools.product(*(values for _, values in spec.axes)):
-        overrides = spec.fixed + tuple(f"{k}={_toml_value(v)}" for k, v in zip(keys, values, strict=True))
-        data = apply_overrides(base_data, overrides)
+        settings = spec.fixed + tuple(zip(keys, values, strict=True))
+        data = copy.deepcopy(base_data)
+        for path, value in settings:
+            set_path(data, path.split("."), value, what=f"{spec.source}: {path}")
+        overrides = tuple(f"{path}={json.dumps(value)}" for path, value in settings)
         config = structure(config_class, data, source=f"{spec.source} (cell {dict(zip(keys, values, strict=True))})")
         plain = to_dict(config)
         cell_id = config_digest(config)
