@@ -135,7 +135,8 @@ def set_path(data: dict[str, Any], keys: Sequence[str], value: Any, *, what: str
             raise ConfigError(f"{what}: {'.'.join(keys[: depth + 1])} is a value, not a table")
         table = child
     last = keys[-1]
-    if last == "name" and table and table.get("name") != value:
+    # Component tables are always nested; a top-level `name` is the run's own name.
+    if last == "name" and len(keys) > 1 and table and table.get("name") != value:
         table.clear()  # as in deep_merge: a table with no name counts as another component
     table[last] = _deep_copy(value) if isinstance(value, Mapping) else value
 
