@@ -49,6 +49,9 @@ class TrainConfig:
     flush_every: int = attrs.field(default=50, validator=_positive)
     progress: bool = True
     num_workers: int = 0
+    # CPU threads for this process; 0 leaves torch's default (one per core). On cores
+    # shared with other jobs 1 is often fastest: idle OpenMP threads spin and stall.
+    cpu_threads: int = 0
     # Codebook usage is reported over windows of this many steps.
     usage_window: int = attrs.field(default=100, validator=_positive)
 

@@ -100,6 +100,8 @@ class Trainer:
             raise ConfigError(
                 f"batch_size {train_config.batch_size} is not divisible by {self.world_size} ranks"
             )
+        if self.device.type == "cpu" and train_config.cpu_threads > 0:
+            torch.set_num_threads(train_config.cpu_threads)
         seed_everything(train_config.seed)
         self.memory_format = (
             torch.channels_last if train_config.channels_last else torch.contiguous_format
