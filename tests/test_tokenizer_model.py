@@ -260,7 +260,12 @@ def test_toml_tables_structure_into_tokenizer_config():
     if "vqgan-conv" not in get_registry().names("autoencoder"):
         pytest.skip("built-in plugins are not installed (pip install -e .)")
     config = structure(
-        TokenizerConfig, {"resolution": 32, "quantizer": {"name": "vq", "codebook_size": 1024}, "residual_head": "none"}
+        TokenizerConfig,
+        {
+            "resolution": 32,
+            "quantizer": {"name": "vq", "codebook_size": 1024},
+            "residual_head": "none",
+        },
     )
     assert config.quantizer == ComponentChoice("vq", VectorQuantizer.Config(codebook_size=1024))
     assert TokenizerConfig() == tokenizer_preset("glotok")  # the paper's model is the default
