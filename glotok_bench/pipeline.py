@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from glotok_bench.config import ComponentChoice, config_digest
-from glotok_bench.errors import ConfigError
+from glotok_bench.errors import ConfigError, GlotokError
 from glotok_bench.registry import get_registry
 from glotok_bench.runconfig import RunConfig
 
@@ -100,7 +100,7 @@ def build_teacher_file(config: RunConfig, train_dataset: Any, device: Any) -> Pa
             raise ConfigError(f"teacher {choice.name!r} needs teacher.data_root (an image folder)")
         teacher_config = attrs.evolve(teacher_config, data_root=str(files.root))
     teacher = get_registry().create("teacher", choice.name, teacher_config)
-    cache_dir = cache_root(config) / "teachers"
+    cache_dir = cache_root(config)  # teachers add their own "teachers/" folder
     codes = teacher.build(cache_dir, device)
     if hasattr(teacher, "cache_file"):
         return Path(teacher.cache_file(cache_dir))
@@ -109,7 +109,7 @@ def build_teacher_file(config: RunConfig, train_dataset: Any, device: Any) -> Pa
 
     from glotok_bench.atomic import atomic_path
 
-    path = cache_dir / f"{choice.name}-{config_digest(ComponentChoice(choice.name, teacher_config))}.safetensors"
+    path = cache_dir / "teachers" / f"{choice.name}-{config_digest(ComponentChoice(choice.name, teacher_config))}.safetensors"
     if not path.is_file():
         with atomic_path(path) as tmp:
             save_file({"codebook": codes.detach().float().cpu().contiguous()}, str(tmp))
@@ -144,8 +144,6 @@ def train_tokenizer(config: RunConfig, run_dir: Path, *, resume: bool = True) ->
         config.tokenizer, config.loss, config.train, dataset,
         run_dir=run_dir, device=str(device), supervision=supervision, resume=resume,
     )
-    if supervision is not None:
-        results["supervision"] = supervision.describe()
     return {"results": results, "labels": run_labels(config)}
 
 
@@ -173,11 +171,13 @@ def tokenize(config: RunConfig, checkpoint: str | Path, out_dir: Path) -> dict[s
     from glotok_bench.device import pick_device
     from glotok_bench.tokenizer.tokenize import read_manifest, tokenize_dataset
 
-    dataset = build_dataset(config, config.data.train_split, train=False)
-    if not (out_dir / "manifest.json").is_file():
+    try:
+        manifest = read_manifest(out_dir)  # a complete earlier run
+    except GlotokError:  # none, or one killed mid-way: tokenize (again) from scratch
+        dataset = build_dataset(config, config.data.train_split, train=False)
         tokenize_dataset(checkpoint, dataset, out_dir, device=str(pick_device(config.device)),
-                         dataset_name=config.data.dataset.name)
-    manifest = read_manifest(out_dir)
+                         dataset_name=config.data.dataset.name, overwrite=True)
+        manifest = read_manifest(out_dir)
     return {"results": {"tokens": str(out_dir), "count": manifest.get("count")}}
 
 

@@ -48,9 +48,10 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
         "the DINOv2 release (facebookresearch/dinov2)",
     ),
     "clip-vit-l-14": KnownWeights(
-        "ViT-L-14.pt",
-        "OpenAI CLIP ViT-L/14 (teacher for clip-kmeans and local supervision)",
-        "OpenAI's CLIP release, loadable by open_clip",
+        "open_clip_model.safetensors",
+        "OpenAI CLIP ViT-L/14 as a state dict (teacher for clip-kmeans and local supervision); "
+        "OpenAI's own ViT-L-14.pt is a TorchScript archive, which safe loading refuses",
+        "the timm/vit_large_patch14_clip_224.openai release (open_clip_model.safetensors)",
     ),
 }
 

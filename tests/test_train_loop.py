@@ -390,3 +390,24 @@ def test_adaptive_gan_weight_balances_gradient_norms(tmp_path):
     )  # fmt: skip
     result = train(TINY, loss, config(max_steps=2), dataset(), run_dir=tmp_path, registry=REGISTRY)
     assert result["losses"]["gen_weight"] > 0 and "disc" in result["losses"]
+
+
+def test_unreadable_training_images_are_skipped_and_counted(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from glotok_bench.data.imagefolder import ImageFolderDataset
+
+    folder = tmp_path / "data" / "train" / "a"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG truncated")
+    data = ImageFolderDataset(ImageFolderDataset.Config(root=str(tmp_path / "data")), split="train",
+                              resolution=16, train=True)
+    result = train(TINY, LOSS, config(max_steps=4, checkpoint_every=4), data, run_dir=tmp_path / "run",
+                   registry=standalone_registry())
+    assert result["final_step"] == 4
+    unreadable = result["unreadable_images"]
+    assert unreadable["count"] == 1 and "broken.png" in unreadable["files"][0]

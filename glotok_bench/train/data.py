@@ -13,8 +13,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, default_collate
 
+from glotok_bench.data.imagefolder import SkippedImages, collate_images
 from glotok_bench.errors import DataError
 
 
@@ -65,6 +66,27 @@ class ResumableBatchSampler(Sampler[list[int]]):
         return 2**62
 
 
+def _collate(samples: list[Any]) -> Any:
+    # glotok datasets yield (image | None, label, index, problem) so unreadable files can be
+    # dropped per batch; anything else is collated as PyTorch would.
+    if samples and isinstance(samples[0], tuple) and len(samples[0]) == 4:
+        return collate_images(samples)
+    return default_collate(samples)
+
+
+def _readable(batches: Iterable[Any], skipped: SkippedImages | None) -> Iterator[torch.Tensor]:
+    """Image tensors of the batches; batches whose every image was unreadable are dropped."""
+    for batch in batches:
+        if isinstance(batch, dict):
+            if skipped is not None:
+                skipped.add(batch)
+            if len(batch["images"]) == 0:
+                continue
+            yield batch["images"]
+        else:
+            yield _images(batch)
+
+
 def _images(batch: Any) -> torch.Tensor:
     if isinstance(batch, torch.Tensor):
         return batch
@@ -85,8 +107,12 @@ def image_batches(
     world_size: int = 1,
     num_workers: int = 0,
     pin_memory: bool = False,
+    skipped: SkippedImages | None = None,
 ) -> Iterator[torch.Tensor]:
-    """An endless iterator of this rank's image batches [b, 3, H, W], from ``start_step`` on."""
+    """An endless iterator of this rank's image batches [b, 3, H, W], from ``start_step`` on.
+
+    Unreadable images are left out of their batch and listed in ``skipped``.
+    """
     if (
         hasattr(data, "__getitem__")
         and hasattr(data, "__len__")
@@ -106,8 +132,9 @@ def image_batches(
             num_workers=num_workers,
             pin_memory=pin_memory,
             persistent_workers=num_workers > 0,
+            collate_fn=_collate,
         )
-        return (_images(batch) for batch in loader)
+        return _readable(loader, skipped)
     if not isinstance(data, Iterable):
         raise DataError(
             f"training data must be a Dataset or an iterable of batches, got {type(data).__name__}"

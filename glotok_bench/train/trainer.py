@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from glotok_bench.config import to_dict
+from glotok_bench.data.imagefolder import SkippedImages
 from glotok_bench.device import autocast, peak_memory_bytes, pick_device, resolve_precision
 from glotok_bench.errors import CheckpointError, ConfigError
 from glotok_bench.registry import Registry
@@ -314,6 +315,7 @@ class Trainer:
         elif self.rank == 0 and (metrics_path.exists() or any(ckpt_dir.glob("ckpt-*.pt"))):
             raise ConfigError(f"{run_dir} already holds a run; resume it or pick another directory")
         log = MetricsLog(metrics_path if self.rank == 0 else None, reduce=self._mean_over_ranks)
+        skipped = SkippedImages()
         batches = image_batches(
             data,
             batch_size=cfg.batch_size,
@@ -323,6 +325,7 @@ class Trainer:
             world_size=self.world_size,
             num_workers=cfg.num_workers,
             pin_memory=self.device.type == "cuda",
+            skipped=skipped,
         )
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -383,6 +386,7 @@ class Trainer:
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "checkpoint": None if last_ckpt is None else str(last_ckpt),
             "metrics_log": str(metrics_path),
+            "unreadable_images": skipped.as_record(),
         }
 
     def _mean_over_ranks(self, values: torch.Tensor) -> torch.Tensor:
