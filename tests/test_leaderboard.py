@@ -96,7 +96,7 @@ def built(tmp_path_factory: pytest.TempPathFactory):
 
 def test_regenerating_twice_gives_identical_bytes(built, tmp_path):
     first, second = built[0], tmp_path / "b"
-    regenerate(built[1].collection.root, second)
+    regenerate(built[1].collection.roots[0], second)
     names = sorted(p.name for p in first.iterdir())
     assert names == sorted(p.name for p in second.iterdir())
     assert {"reconstruction.csv", "generation.csv", "uniformity.csv", "ablation_histogram.csv",
@@ -109,7 +109,7 @@ def test_regenerating_twice_gives_identical_bytes(built, tmp_path):
 def test_row_order_does_not_depend_on_the_order_records_are_read(built, tmp_path):
     # Same records under other folder names: iter_records reads them in another order.
     shuffled = tmp_path / "shuffled"
-    for i, path in enumerate(sorted(built[1].collection.root.rglob("record.json"), reverse=True)):
+    for i, path in enumerate(sorted(built[1].collection.roots[0].rglob("record.json"), reverse=True)):
         (shuffled / f"{i:02d}").mkdir(parents=True)
         (shuffled / f"{i:02d}" / "record.json").write_bytes(path.read_bytes())
     regenerate(shuffled, tmp_path / "b")
@@ -131,7 +131,9 @@ def test_a_corrupt_record_is_reported_by_path_and_skipped(runs, tmp_path):
     assert not any("bad-metric" in r["run_ids"] for r in rows)
     assert len(measured(rows)) == 3  # the good records still made it
     readme = (tmp_path / "lb" / "README.md").read_text()
-    assert "`truncated/record.json`: corrupt" in readme and "`bad-metric/record.json`: corrupt" in readme
+    # paths are shown under their records folder's name, independent of the checkout's location
+    assert f"`{runs.name}/truncated/record.json`: corrupt" in readme
+    assert f"`{runs.name}/bad-metric/record.json`: corrupt" in readme
 
 
 def test_standin_and_real_extractor_rows_never_share_a_ranking(tmp_path):
@@ -304,3 +306,17 @@ def test_grid_axis_labels_and_copied_runs(tmp_path):
     assert [p.parent.name for p in outcome.collection.duplicates] == ["copy-of-b"]
     rows = measured(read_csv(tmp_path / "lb" / "ablation_histogram.csv"))
     assert [(r["lambda_hist"], r["rfid"], r["n"], r["other_labels"]) for r in rows] == [("0.1", "3.000", "2", "quantizer=dual")]
+
+
+def test_records_from_several_folders_are_merged_and_none_found_is_an_error(tmp_path):
+    fresh, archive = tmp_path / "runs", tmp_path / "archive"
+    write_record(fresh, "a", labels={"method": "GloTok", "seed": 0}, metrics=recon_metrics(10.0))
+    write_record(archive, "b", labels={"method": "GloTok", "seed": 1}, metrics=recon_metrics(12.0))
+    outcome = regenerate([fresh, archive, tmp_path / "not-there"], tmp_path / "lb")
+    assert outcome.collection.used == 2
+    row = measured(read_csv(tmp_path / "lb" / "reconstruction.csv"))[0]
+    assert row["n"] == "2"
+    from glotok_bench.leaderboard.errors import LeaderboardError
+
+    with pytest.raises(LeaderboardError, match="no records folder found"):
+        regenerate([tmp_path / "typo"], tmp_path / "lb2")

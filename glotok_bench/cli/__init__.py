@@ -25,6 +25,7 @@ _LAZY_COMMANDS = {
     "eval": "glotok_bench.cli.tokenizer_cmds:eval_command",
     "reconstruct": "glotok_bench.cli.tokenizer_cmds:reconstruct_command",
     "tokenize": "glotok_bench.cli.tokenizer_cmds:tokenize_command",
+    "teacher": "glotok_bench.cli.teacher_cmd:teacher",
     "gen-train": "glotok_bench.cli.generator_cmds:gen_train_command",
     "generate": "glotok_bench.cli.generator_cmds:generate_command",
     "leaderboard": "glotok_bench.leaderboard.cli:leaderboard",

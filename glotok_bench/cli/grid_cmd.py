@@ -33,6 +33,6 @@ def run_grid_command(ctx: click.Context, grid: Path, runs_root: Path, executor: 
     if not no_leaderboard:
         from glotok_bench.leaderboard.cli import regenerate
 
-        ctx.invoke(regenerate, records=runs_root, out=leaderboard_dir)
+        ctx.invoke(regenerate, records=(runs_root, Path("leaderboards/records")), out=leaderboard_dir)
     if failed:
         raise SystemExit(1)

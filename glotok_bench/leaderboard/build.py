@@ -13,6 +13,7 @@ timestamps, and PNGs saved without the metadata that changes between matplotlib 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,7 +203,13 @@ class Outcome:
     written: list[Path]
 
 
-def regenerate(records: str | Path = "runs", out: str | Path = "leaderboards") -> Outcome:
+# Fresh runs, plus the committed records behind the committed CPU-scale results.
+DEFAULT_RECORDS = ("runs", "leaderboards/records")
+
+
+def regenerate(
+    records: str | Path | Sequence[str | Path] = DEFAULT_RECORDS, out: str | Path = "leaderboards"
+) -> Outcome:
     """Rebuild every leaderboard file in ``out`` from the records under ``records``."""
     collection = collect(records)
     tables = {}

@@ -7,6 +7,7 @@ never contributes half its numbers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
@@ -19,7 +20,7 @@ from glotok_bench.records import RecordError, iter_records
 
 @attrs.define
 class Collection:
-    root: Path
+    roots: tuple[Path, ...]
     found: int = 0
     used: int = 0  # ok records that were read (they may feed no table)
     failed: list[Path] = attrs.field(factory=list)
@@ -29,21 +30,27 @@ class Collection:
     contributions: dict[str, list[Contribution]] = attrs.field(factory=lambda: {spec.name: [] for spec in TABLES})
 
     def relative(self, path: Path) -> str:
-        """A path as shown in generated files: relative to the records folder, so the
+        """A path as shown in generated files: under its records folder's name, so the
         files do not change with where the checkout lives."""
-        try:
-            return path.relative_to(self.root).as_posix()
-        except ValueError:
-            return path.as_posix()
+        for root in self.roots:
+            if path.is_relative_to(root):
+                return (Path(root.name) / path.relative_to(root)).as_posix()
+        return path.as_posix()
 
 
-def collect(root: str | Path) -> Collection:
-    root = Path(root)
-    if not root.is_dir():
-        raise LeaderboardError(f"records folder {root} does not exist (pass --records DIR)")
-    collection = Collection(root)
+def collect(roots: str | Path | Sequence[str | Path]) -> Collection:
+    """Records under every existing folder of ``roots`` (e.g. ``runs`` and the committed
+    ``leaderboards/records``); at least one must exist, so a typo cannot go unnoticed."""
+    roots = (roots,) if isinstance(roots, str | Path) else tuple(roots)
+    existing = tuple(Path(root) for root in roots if Path(root).is_dir())
+    if not existing:
+        raise LeaderboardError(
+            f"no records folder found: {', '.join(map(str, roots))} (pass --records DIR)"
+        )
+    collection = Collection(existing)
     seen: set[tuple[str, str]] = set()
-    for path, record in iter_records(root):
+    records = ((path, record) for root in existing for path, record in iter_records(root))
+    for path, record in records:
         collection.found += 1
         if isinstance(record, RecordError):
             collection.corrupt.append((path, str(record)))
