@@ -42,7 +42,8 @@ class EvalOptions:
     """Which metrics run (a ``None`` config switches one off) and what gets written."""
 
     fid: FrechetDistance.Config | None = FrechetDistance.Config()
-    inception_score: InceptionScore.Config | None = InceptionScore.Config()
+    # "ris": IS of reconstructions; plain "is" is reserved for generated samples (Table 2).
+    inception_score: InceptionScore.Config | None = InceptionScore.Config(label="ris")
     psnr: PSNR.Config | None = PSNR.Config()
     ssim: SSIM.Config | None = SSIM.Config()
     lpips: LPIPSMetric.Config | None = LPIPSMetric.Config()
