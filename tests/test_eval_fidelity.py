@@ -337,7 +337,7 @@ def test_inception_files_with_code_or_another_layout_are_refused(tmp_path, rando
 @pytest.mark.weights
 @pytest.mark.skipif(
     USER_INCEPTION is None,
-    reason=f"no real {INCEPTION_FILENAME}: set GLOTOK_INCEPTION_WEIGHTS (or put it in $GLOTOK_WEIGHTS_DIR) to run",
+    reason=f"no real {INCEPTION_FILENAME}: set GLOTOK_WEIGHTS_INCEPTION_FID (or put it in $GLOTOK_WEIGHTS_DIR) to run",
 )
 def test_fid_with_the_real_inception_equals_torch_fidelity():
     with warnings.catch_warnings():
