@@ -18,13 +18,13 @@ left out; LPIPS runs only with ``--lpips`` (it needs its weights).
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
-import io
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from glotok_bench.benchmarking import append_csv_rows
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eval_throughput.csv"
 COLUMNS = (
@@ -159,19 +159,6 @@ def run_child(args: argparse.Namespace) -> dict:
     }
 
 
-def append_rows(rows: list[dict], path: Path = RESULTS) -> None:
-    """Existing rows plus ``rows``, written to a temp file and renamed into place."""
-    from glotok_bench.atomic import atomic_write_text
-
-    existing: list[dict] = []
-    if path.is_file():
-        with open(path, newline="", encoding="utf-8") as handle:
-            existing = list(csv.DictReader(handle))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(existing + rows)
-    atomic_write_text(path, buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -224,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(row))
         rows.append(row)
     if rows:
-        append_rows(rows)
+        append_csv_rows(RESULTS, rows, COLUMNS)
         print(f"appended {len(rows)} row(s) to {RESULTS}")
 
 

@@ -13,8 +13,6 @@ what the device has free.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import platform
@@ -24,6 +22,8 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from glotok_bench.benchmarking import append_csv_rows, git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "histogram_loss.csv"
@@ -37,14 +37,6 @@ COLUMNS = [
 DIRECT_BYTES_PER_PAIR = 800
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def _rss_bytes(field: str) -> int:
@@ -85,7 +77,7 @@ def measure(args: argparse.Namespace) -> dict:
         "bins": args.bins,
         "repeats": args.repeats,
         "load_avg_1m": round(os.getloadavg()[0], 2),  # other processes on this machine
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
     }
     pairs = args.n * (args.n + 1) // 2
     if args.method == "direct" and pairs * DIRECT_BYTES_PER_PAIR > _available_bytes(device):
@@ -141,19 +133,6 @@ def measure(args: argparse.Namespace) -> dict:
     }
 
 
-def append_rows(path: Path, rows: list[dict]) -> None:
-    """Append rows to the CSV, rewriting it atomically (header written once)."""
-    from glotok_bench.atomic import atomic_write_text
-
-    existing: list[dict] = []
-    if path.is_file():
-        with open(path, newline="", encoding="utf-8") as handle:
-            existing = list(csv.DictReader(handle))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(existing + rows)
-    atomic_write_text(path, buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"peak {row.get('peak_memory_mb', '-')} MB  {row['status']}",
                 flush=True,
             )
-    append_rows(args.out, rows)
+    append_csv_rows(args.out, rows, COLUMNS)
     print(f"wrote {len(rows)} row(s) to {args.out}")
     return 0
 

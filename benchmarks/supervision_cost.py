@@ -20,8 +20,6 @@ to benchmarks/results/supervision_cost.csv (rewritten atomically).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import platform
@@ -33,6 +31,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from glotok_bench.benchmarking import append_csv_rows, git_commit
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "supervision_cost.csv"
 COLUMNS = [
@@ -43,14 +43,6 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def _peak_rss() -> int:
@@ -190,23 +182,10 @@ def measure(args: argparse.Namespace) -> dict:
         "trainable_parameters": sum(p.numel() for p in trainer._generator_params),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "torch": torch.__version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
     }
 
 
-def append_rows(path: Path, rows: list[dict]) -> None:
-    """Append rows to the CSV, rewriting it atomically (header written once)."""
-    from glotok_bench.atomic import atomic_write_text
-
-    existing: list[dict] = []
-    if path.is_file():
-        with open(path, newline="", encoding="utf-8") as handle:
-            existing = list(csv.DictReader(handle))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(existing + rows)
-    atomic_write_text(path, buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"setup {row['setup_s']} s",
                 flush=True,
             )
-    append_rows(args.out, rows)
+    append_csv_rows(args.out, rows, COLUMNS)
     print(f"wrote {len(rows)} row(s) to {args.out}")
     return 0
 

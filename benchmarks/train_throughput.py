@@ -18,8 +18,6 @@ written to a temp folder; same cost as the real ones), PatchGAN from step 0, EMA
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import itertools
 import json
 import os
@@ -31,6 +29,8 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from glotok_bench.benchmarking import append_csv_rows, git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "train_throughput.csv"
@@ -60,14 +60,6 @@ COLUMNS = [
 ]
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def _write_random_lpips(folder: Path) -> tuple[Path, Path]:
@@ -173,24 +165,10 @@ def measure(args: argparse.Namespace) -> dict:
         "peak_memory_mb": round(peak_memory_bytes(device) / 2**20, 1),
         "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
         "torch": torch.__version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
     }
 
 
-def append_rows(path: Path, rows: list[dict]) -> None:
-    """Append rows to the CSV, rewriting it atomically (header written once)."""
-    sys.path.insert(0, str(ROOT))
-    from glotok_bench.atomic import atomic_write_text
-
-    existing: list[dict] = []
-    if path.is_file():
-        with open(path, newline="", encoding="utf-8") as handle:
-            existing = list(csv.DictReader(handle))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(existing + rows)
-    atomic_write_text(path, buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['images_per_s_mean']:.2f} img/s)  peak {row['peak_memory_mb']} MB  load {row['load_average']}",
             flush=True,
         )
-    append_rows(args.out, rows)
+    append_csv_rows(args.out, rows, COLUMNS)
     print(f"wrote {len(rows)} row(s) to {args.out}")
     return 0
 

@@ -1,0 +1,37 @@
+"""What every script in benchmarks/ shares: CSV rows appended atomically, and the commit
+they were measured at."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from glotok_bench.atomic import atomic_write_text
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def append_csv_rows(path: str | Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
+    """Existing rows plus ``rows`` under one header, rewritten atomically (never half a CSV)."""
+    path = Path(path)
+    existing: list[dict] = []
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as handle:
+            existing = list(csv.DictReader(handle))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(existing + list(rows))
+    atomic_write_text(path, buffer.getvalue())
+
+
+def git_commit() -> str:
+    """Short hash of the checkout's HEAD, or "unknown" outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_REPO, capture_output=True, text=True)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
