@@ -22,6 +22,24 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
+def distributed_context(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, this rank's device). Under torchrun, joins the process group
+    (NCCL on CUDA, gloo on CPU) and pins each rank to its LOCAL_RANK GPU."""
+    import os
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world_size > 1:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world_size, device
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` means bf16 on CUDA and fp32 on CPU (bf16 matmuls are slow on most CPUs)."""
     if precision == "auto":

@@ -83,7 +83,7 @@ class Payload:  # an arbitrary class: unpickling it means running import machine
 def test_pickled_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "glotok-bench/tokenizer", "version": 1, "model": Payload()}, path)
-    with pytest.raises(CheckpointError, match="pickled objects"):
+    with pytest.raises(CheckpointError, match="pickled Python objects"):
         load_tokenizer(path, registry=REGISTRY)
 
 

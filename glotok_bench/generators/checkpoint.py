@@ -17,8 +17,6 @@ checkpoint of a plugin's generator loads wherever that plugin is installed.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +26,7 @@ from torch import nn
 
 from glotok_bench.atomic import atomic_torch_save
 from glotok_bench.errors import CheckpointError, GlotokError, RegistryError
+from glotok_bench.safe_load import torch_load_weights_only
 
 FORMAT = "glotok-bench/generator"
 VERSION = 1
@@ -113,18 +112,7 @@ def read_generator_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"generator checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path} holds pickled objects other than tensors and plain data (possibly code); "
-            f"refused to load it. Details: {str(exc).splitlines()[0]}"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else "no details"
-        raise CheckpointError(
-            f"{path} is truncated or not a torch checkpoint ({type(exc).__name__}: {detail})"
-        ) from None
+    payload = torch_load_weights_only(path, what="generator checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(

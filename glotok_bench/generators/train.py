@@ -16,7 +16,6 @@ step: loss, grad_norm, lr, wall_s) and ``checkpoints/ckpt-<step>.pt``.
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -31,6 +30,7 @@ from glotok_bench.config import ComponentChoice, component_field, to_dict
 from glotok_bench.device import (
     autocast,
     describe_device,
+    distributed_context,
     peak_memory_bytes,
     pick_device,
     resolve_precision,
@@ -102,19 +102,6 @@ class GeneratorRunConfig:
     train: GeneratorTrainConfig = attrs.field(factory=GeneratorTrainConfig)
 
 
-def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); starts the process group under torchrun."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world_size > 1:
-        import torch.distributed as dist
-
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world_size, device
 
 
 def learning_rate(step: int, total: int, cfg: GeneratorTrainConfig) -> float:
@@ -168,7 +155,7 @@ def train_generator(
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / CHECKPOINT_DIR
     metrics_path = run_dir / METRICS_FILE
-    rank, world_size, device = _distributed(pick_device(cfg.device))
+    rank, world_size, device = distributed_context(pick_device(cfg.device))
     precision = resolve_precision(cfg.precision, device)
     if precision == "bf16" and device.type != "cuda":
         raise ConfigError("precision = 'bf16' needs a CUDA device; use 'auto' or 'fp32' on CPU")

@@ -7,8 +7,6 @@ TorchScript archive, is refused with a :class:`CheckpointError` saying so.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +14,7 @@ from typing import Any, Literal
 import torch
 
 from glotok_bench.errors import CheckpointError, MissingWeightsError
+from glotok_bench.safe_load import is_torchscript, torch_load_weights_only
 
 WeightsChoice = Literal["model", "ema"]
 
@@ -47,24 +46,13 @@ def load_checkpoint(path: str | Path) -> Any:
             return load_file(str(path))
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
-    if _is_torchscript(path):
+    if is_torchscript(path):
         raise CheckpointError(
             f"{path} is a TorchScript archive (e.g. OpenAI's original CLIP .pt). Running it "
             "would execute its code, which glotok-bench refuses; use a state-dict file "
             "(.safetensors or a torch.save'd dict of tensors) of the same weights instead."
         )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path} holds pickled Python objects beyond tensors and containers, which "
-            f"glotok-bench does not unpickle because that can run code ({_first_line(exc)}). "
-            "Re-save it as a plain state dict or .safetensors."
-        ) from exc
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(
-            f"{path} is not a readable torch checkpoint: {_first_line(exc)}"
-        ) from exc
+    return torch_load_weights_only(path, what="checkpoint")
 
 
 def select_state_dict(checkpoint: Any, weights: WeightsChoice, *, source: str) -> dict[str, Any]:
@@ -132,14 +120,4 @@ def _strip_module_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
     return dict(state)
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(
-            name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist()
-        )
 
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -16,7 +16,6 @@ written while loading, so a failed load leaves every file as it was.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +26,7 @@ from glotok_bench.atomic import atomic_torch_save
 from glotok_bench.config import to_dict
 from glotok_bench.errors import CheckpointError, GlotokError
 from glotok_bench.registry import Registry
+from glotok_bench.safe_load import torch_load_weights_only
 from glotok_bench.tokenizer.config import TokenizerConfig
 from glotok_bench.tokenizer.model import Tokenizer, tokenizer_config_from_dict
 
@@ -71,23 +71,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only" not in str(exc).lower():
-            raise CheckpointError(
-                f"checkpoint {path} is corrupt or truncated ({_first_line(exc)})"
-            ) from None
-        # weights_only=True refuses any global it does not know: pickled classes or code.
-        raise CheckpointError(
-            f"checkpoint {path} holds pickled objects other than tensors and plain data "
-            f"(possibly code); refused to load it. Details: {_first_line(exc)}"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - zip, EOF, struct and OS errors all mean "unreadable"
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or not a torch checkpoint "
-            f"({type(exc).__name__}: {_first_line(exc)})"
-        ) from None
+    payload = torch_load_weights_only(path, what="checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         keys = sorted(payload)[:8] if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(
@@ -103,10 +87,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             raise CheckpointError(f"{path}: checkpoint entry {key!r} is missing or malformed")
     return payload
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "no details"
 
 
 def check_compatible(payload: Mapping[str, Any], tokenizer: Tokenizer, source: str) -> None:

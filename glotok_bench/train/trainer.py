@@ -13,7 +13,6 @@ weights on CPU (on GPU, up to the nondeterminism of CUDA kernels).
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 import warnings
@@ -26,7 +25,13 @@ from torch import nn
 
 from glotok_bench.config import to_dict
 from glotok_bench.data.imagefolder import SkippedImages
-from glotok_bench.device import autocast, peak_memory_bytes, pick_device, resolve_precision
+from glotok_bench.device import (
+    autocast,
+    distributed_context,
+    peak_memory_bytes,
+    pick_device,
+    resolve_precision,
+)
 from glotok_bench.errors import CheckpointError, ConfigError
 from glotok_bench.registry import Registry
 from glotok_bench.tokenizer.checkpoint import check_compatible, read_checkpoint, save_checkpoint
@@ -49,20 +54,6 @@ CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
 
 
-def _distributed_context(device: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); starts the process group under torchrun."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    dev = pick_device(device)
-    if world_size > 1:
-        import torch.distributed as dist
-
-        if dev.type == "cuda":
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(dev)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return rank, world_size, dev
 
 
 def _precision(train: TrainConfig, device: torch.device) -> str:
@@ -95,7 +86,7 @@ class Trainer:
             loss_config,
             train_config,
         )
-        self.rank, self.world_size, self.device = _distributed_context(device)
+        self.rank, self.world_size, self.device = distributed_context(pick_device(device))
         self.precision = _precision(train_config, self.device)
         if train_config.batch_size % self.world_size:
             raise ConfigError(

@@ -1,0 +1,48 @@
+"""Loading torch files that may come from anywhere, without ever running their code.
+
+``torch.load(weights_only=True)`` unpickles tensors and plain containers only; these
+helpers turn its failures into one :class:`CheckpointError` wording for every loader:
+a file that would need code is refused, a truncated one is called truncated.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from glotok_bench.errors import CheckpointError
+
+
+def torch_load_weights_only(path: str | Path, *, what: str = "checkpoint") -> Any:
+    """The file's contents on the CPU; raises :class:`CheckpointError` naming ``what`` and ``path``."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise CheckpointError(f"{what} {path} is corrupt or truncated ({first_line(exc)})") from None
+        raise CheckpointError(
+            f"{what} {path} holds pickled Python objects beyond tensors and plain containers, "
+            f"which glotok-bench does not unpickle because that can run code ({first_line(exc)}). "
+            "Re-save it as a plain state dict or .safetensors."
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - zip, EOF, struct and OS errors all mean "unreadable"
+        raise CheckpointError(
+            f"{what} {path} is truncated or not a torch checkpoint ({type(exc).__name__}: {first_line(exc)})"
+        ) from None
+
+
+def is_torchscript(path: str | Path) -> bool:
+    """TorchScript archives (e.g. OpenAI's CLIP .pt) carry code; they are never loaded."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
+def first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
