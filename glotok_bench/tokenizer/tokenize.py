@@ -89,6 +89,8 @@ def tokenize_dataset(
         "codebook_sizes": tokenizer.codebook_sizes,
         "branches": list(tokenizer.codebook_sizes),
         "channels": tokenizer.latent_channels,
+        # The dataset's own class count: largest-label-plus-one undercounts missing classes.
+        "num_classes": getattr(dataset, "num_classes", None),
         "channel_order": "cat([" + ", ".join(tokenizer.codebook_sizes) + "]) along channels",
         "count": 0,
         "shards": [],
