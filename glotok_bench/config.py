@@ -159,12 +159,13 @@ def structure(cls: type[T], data: Any, source: str = "<config>") -> T:
     return result
 
 
-def _structure(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
+def _structure(tp: Any, value: Any, path: str, errors: list[str], base: Any = None) -> Any:
+    """``base``: the default this value replaces; a partial table keeps base's other fields."""
     where = path or "<top level>"
     if tp is Any:
         return value
     if attrs.has(tp):
-        return _structure_attrs(tp, value, path, errors)
+        return _structure_attrs(tp, value, path, errors, base if isinstance(base, tp) else None)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -174,7 +175,7 @@ def _structure(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
             return None  # TOML has no null: `metric = false` switches an optional section off
         non_none = [a for a in args if a is not type(None)]
         if len(non_none) == 1:
-            return _structure(non_none[0], value, path, errors)
+            return _structure(non_none[0], value, path, errors, base)
         for option in non_none:
             trial: list[str] = []
             result = _structure(option, value, path, trial)
@@ -228,7 +229,7 @@ def _structure_scalar(tp: Any, value: Any, where: str, errors: list[str]) -> Any
     return None
 
 
-def _structure_attrs(cls: type, value: Any, path: str, errors: list[str]) -> Any:
+def _structure_attrs(cls: type, value: Any, path: str, errors: list[str], base: Any = None) -> Any:
     where = path or "<top level>"
     if not isinstance(value, Mapping):
         errors.append(f"{where}: expected a table, got {_describe(value)}")
@@ -249,7 +250,11 @@ def _structure_attrs(cls: type, value: Any, path: str, errors: list[str]) -> Any
         if kind is not None:
             kwargs[key] = _structure_component(kind, field, value[key], _join(path, key), errors)
         else:
-            kwargs[key] = _structure(field.type, value[key], _join(path, key), errors)
+            default = getattr(base, field.name) if base is not None else _default_of(field)
+            kwargs[key] = _structure(field.type, value[key], _join(path, key), errors, default)
+    if base is not None:  # keys the table leaves out keep the base's values, not the class's
+        for key, field in fields.items():
+            kwargs.setdefault(key, getattr(base, field.name))
     if errors:  # the result is thrown away anyway; don't build a half-valid object
         return None
     try:
@@ -326,8 +331,8 @@ def to_dict(instance: Any) -> Any:
 def _default_of(field: attrs.Attribute) -> Any:
     default = field.default
     if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-        return default.factory()
-    return default
+        return default.factory() if not default.takes_self else None
+    return None if default is attrs.NOTHING else default
 
 
 def config_digest(instance: Any, length: int = 12) -> str:

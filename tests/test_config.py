@@ -168,3 +168,21 @@ def test_overriding_a_component_name_drops_the_old_components_options(tmp_path):
     base = write(tmp_path, '[model.quantizer]\nsize = 512\n', "base.toml")
     run = load_config(Run, base, ['model.quantizer.name="lookup"'])
     assert run.model.quantizer == ComponentChoice("lookup", Lookup.Config())
+
+
+@attrs.frozen(kw_only=True)
+class Metric:
+    label: str = "rfid"
+    extractor: str = "auto"
+
+
+@attrs.frozen(kw_only=True)
+class Generation:
+    fid: Metric = Metric(label="gfid")
+    score: Metric | None = Metric(label="is")
+
+
+def test_a_partial_table_keeps_the_fields_default_instance_values(tmp_path):
+    run = load_config(Generation, write(tmp_path, '[fid]\nextractor = "standin"\n[score]\nextractor = "x"\n'))
+    assert run.fid == Metric(label="gfid", extractor="standin")
+    assert run.score == Metric(label="is", extractor="x")

@@ -35,7 +35,7 @@ def evaluate_samples(
     if inception_score is not None:
         metrics.append(InceptionScore(inception_score, device=device, data_protocol=protocol))
     fid_metric = metrics[0]
-    if fid_metric.needs_real():
+    if fid_metric.needs_real:
         skipped = SkippedImages()
         loader = make_loader(reference, batch_size=batch_size, shuffle=False)
         for batch in readable_batches(loader, skipped):
