@@ -42,11 +42,11 @@ def build(config_path: Path | None, overrides: tuple[str, ...]) -> None:
 @teacher.command("show")
 @click.argument("teacher_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--key", default="codebook", show_default=True, help="Tensor key in TEACHER_FILE.")
-@click.option("--student", "students", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Tokenizer checkpoint whose semantic codebook to compare (repeatable).")
+@click.option("--student", "students", multiple=True, metavar="[LABEL=]CKPT",
+              help="Tokenizer checkpoint whose semantic codebook to compare, optionally labelled (repeatable).")
 @click.option("--png", type=click.Path(dir_okay=False, path_type=Path), default=Path("teacher_histogram.png"),
               show_default=True)
-def show(teacher_file: Path, key: str, students: tuple[Path, ...], png: Path) -> None:
+def show(teacher_file: Path, key: str, students: tuple[str, ...], png: Path) -> None:
     """Print the teacher's size; plot its relation histogram against the students'."""
     from glotok_bench.histogram.plot import compare_histograms
     from glotok_bench.teachers.checkpoint import read_tensor
@@ -55,12 +55,13 @@ def show(teacher_file: Path, key: str, students: tuple[Path, ...], png: Path) ->
     codes = read_tensor(teacher_file, key)
     click.echo(f"teacher {teacher_file.name}: {codes.shape[0]} codes of dimension {codes.shape[1]}")
     semantic = {}
-    for path in students:
-        tokenizer, payload = load_tokenizer(path)
+    for student in students:
+        label, _, path = student.rpartition("=")
+        tokenizer, payload = load_tokenizer(Path(path))
         codebook = tokenizer.semantic_codebook()
         if codebook is None:
             raise click.BadParameter(f"{path} has no semantic codebook", param_hint="--student")
-        semantic[f"{path.parent.parent.parent.name}/step {payload.get('step')}"] = codebook.detach()
+        semantic[f"{label or Path(path).name} (step {payload.get('step')})"] = codebook.detach()
     kl = compare_histograms(codes, semantic, png)
     for name, value in kl.items():
         click.echo(f"  KL(teacher || {name}) = {value:.5f}")
