@@ -18,10 +18,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Weights and torch hub caches point at empty folders, so nothing found by accident."""
+    """Weights and torch hub caches point at empty folders, so nothing is found by accident,
+    and data, teacher and statistics caches live in this session's temp folder, not $HOME."""
     home = tmp_path_factory.getbasetemp() / "home"
     monkeypatch.setenv("TORCH_HOME", str(home / "torch"))
     monkeypatch.setenv("GLOTOK_WEIGHTS_DIR", str(home / "weights"))
+    monkeypatch.setenv("GLOTOK_DATA_DIR", str(home / "data"))
+    monkeypatch.setenv("GLOTOK_CACHE_DIR", str(home / "cache"))
+    monkeypatch.setenv("GLOTOK_STATS_DIR", str(home / "fid-stats"))
     for name in list(os.environ):
         if name.startswith("GLOTOK_WEIGHTS_") and name != "GLOTOK_WEIGHTS_DIR":
             monkeypatch.delenv(name)
@@ -32,8 +36,8 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo dataset, built once per test session into a temporary folder."""
     from glotok_bench.data.demo import ensure_demo_dataset
 
-    cached = os.environ.get("GLOTOK_TEST_DEMO_DIR")
-    root = Path(cached) if cached else tmp_path_factory.mktemp("demo") / "glotok-demo-v1"
+    # The same folder the default demo path resolves to under _isolated_caches: built once.
+    root = tmp_path_factory.getbasetemp() / "home" / "data" / "glotok-demo-v1"
     ensure_demo_dataset(root)
     return root
 

@@ -115,7 +115,10 @@ def _protocol(spec: TableSpec, raw: Mapping[str, Any], extractor: str) -> dict[s
         elif field == "extractor":
             value = raw.get("extractor") or extractor
         elif field == "reference":
-            value = raw.get("reference") or raw.get("reference_file")
+            # Computed or cached statistics are of the protocol's own data (already in the
+            # key); only an external file (e.g. ADM's) is a different reference.
+            external = raw.get("reference") == "external"
+            value = raw.get("reference_file") if external else "dataset"
         else:
             value = raw.get(field)
         protocol[field] = label_text(value)
