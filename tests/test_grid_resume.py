@@ -22,29 +22,13 @@ def _write_grid(tmp_path: Path, demo_root: Path) -> Path:
     """Two cells of a deliberately tiny GloTok on the demo data, with a teacher cache."""
     base = tmp_path / "tiny.toml"
     base.write_text(f'''
-extends = "{REPO / "configs" / "cpu" / "glotok.toml"}"
-name = "tiny"
+extends = "{REPO / "tests" / "configs" / "tiny-glotok.toml"}"
 cache_dir = "{tmp_path / "cache"}"
 [data]
 eval_batch_size = 32
 [data.dataset]
 cache_dir = "{demo_root}"
 max_images = 32
-[tokenizer.autoencoder]
-base_channels = 16
-channel_multipliers = [1, 2]
-z_channels = 16
-norm_groups = 8
-[tokenizer.quantizer]
-semantic_size = 16
-visual_size = 48
-[tokenizer.residual_head]
-width = 16
-heads = 2
-[teacher]
-k = 16
-images_per_class = 2
-iterations = 5
 [train]
 batch_size = 4
 max_steps = 120

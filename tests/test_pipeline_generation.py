@@ -15,27 +15,12 @@ REPO = Path(__file__).resolve().parents[1]
 def test_a_cell_chains_tokenizer_tokens_generator_and_gfid(tmp_path, demo_root):
     base = tmp_path / "tiny.toml"
     base.write_text(f'''
-extends = "{REPO / "configs" / "cpu" / "glotok.toml"}"
+extends = "{REPO / "tests" / "configs" / "tiny-glotok.toml"}"
 cache_dir = "{tmp_path / "cache"}"
 [data]
 train_split = "val"   # the 168 val crops: a small set to tokenize
 [data.dataset]
 cache_dir = "{demo_root}"
-[tokenizer.autoencoder]
-base_channels = 16
-channel_multipliers = [1, 2, 2]
-z_channels = 16
-norm_groups = 8
-[tokenizer.quantizer]
-semantic_size = 16
-visual_size = 48
-[tokenizer.residual_head]
-width = 16
-heads = 2
-[teacher]
-k = 16
-images_per_class = 2
-iterations = 5
 [train]
 batch_size = 8
 max_steps = 20

@@ -1,8 +1,8 @@
-"""Deterministic, shardable loading: each rank reads only its slice, in a seeded order.
+"""Evaluation-order loading: the dataset in index order, each rank reading only its slice.
 
-At ImageNet scale nothing is held in memory: the sampler yields indices and the workers
-decode images on demand. ``start`` lets a resumed run skip exactly the samples it had
-already consumed in the interrupted epoch, so resume reproduces the uninterrupted run.
+Nothing is held in memory at ImageNet scale: the sampler yields indices and the workers
+decode images on demand. (Training batches come from the seeded, resumable sampler in
+:mod:`glotok_bench.train.data`.)
 """
 
 from __future__ import annotations
@@ -17,65 +17,36 @@ from glotok_bench.errors import DataError
 
 
 class ShardSampler(torch.utils.data.Sampler[int]):
-    """Indices for one rank: a seeded per-epoch permutation (or identity), strided by rank."""
+    """Indices ``rank, rank + world_size, ...``: disjoint slices that cover the dataset."""
 
-    def __init__(
-        self,
-        length: int,
-        *,
-        shuffle: bool,
-        seed: int = 0,
-        epoch: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        start: int = 0,
-    ):
+    def __init__(self, length: int, *, rank: int = 0, world_size: int = 1):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
-        self.length, self.shuffle, self.seed = length, shuffle, seed
-        self.epoch, self.rank, self.world_size, self.start = epoch, rank, world_size, start
-
-    def order(self) -> torch.Tensor:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.length, generator=generator)
-        else:
-            order = torch.arange(self.length)
-        return order[self.rank :: self.world_size]
+        self.length, self.rank, self.world_size = length, rank, world_size
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order()[self.start :].tolist())
+        return iter(range(self.rank, self.length, self.world_size))
 
     def __len__(self) -> int:
-        return max(0, len(self.order()) - self.start)
+        return len(range(self.rank, self.length, self.world_size))
 
 
 def make_loader(
     dataset: torch.utils.data.Dataset,
     *,
     batch_size: int,
-    shuffle: bool,
-    seed: int = 0,
-    epoch: int = 0,
-    start: int = 0,
     num_workers: int = 0,
     rank: int = 0,
     world_size: int = 1,
-    drop_last: bool = False,
     pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
-    sampler = ShardSampler(
-        len(dataset), shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world_size=world_size, start=start
-    )
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=sampler,
+        sampler=ShardSampler(len(dataset), rank=rank, world_size=world_size),
         num_workers=num_workers,
         collate_fn=collate_images,
-        drop_last=drop_last,
         pin_memory=pin_memory,
-        persistent_workers=False,
     )
 
 

@@ -263,7 +263,7 @@ def run_evaluation(
         data_protocol=protocol,
         codebook_sizes=getattr(tokenizer, "codebook_sizes", {}) or {},
     )
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers)
     result = evaluate_tokenizer(
         tokenizer,
         loader,

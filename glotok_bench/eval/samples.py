@@ -37,7 +37,7 @@ def evaluate_samples(
     fid_metric = metrics[0]
     if fid_metric.needs_real:
         skipped = SkippedImages()
-        loader = make_loader(reference, batch_size=batch_size, shuffle=False)
+        loader = make_loader(reference, batch_size=batch_size)
         for batch in readable_batches(loader, skipped):
             fid_metric.update(EvalBatch(real=batch["images"].to(device)))
     samples = np.load(npz_path)["arr_0"]
