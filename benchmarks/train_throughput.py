@@ -62,26 +62,6 @@ COLUMNS = [
 
 
 
-def _write_random_lpips(folder: Path) -> tuple[Path, Path]:
-    import torch
-
-    from glotok_bench.tokenizer.perceptual import LPIPS, _vgg16_features
-
-    torch.manual_seed(0)
-    vgg = folder / "vgg16.pth"
-    torch.save({f"features.{k}": v for k, v in _vgg16_features().state_dict().items()}, vgg)
-    lin = folder / "lin.pth"
-    torch.save(
-        {
-            f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1)
-            for k, c in enumerate((64, 128, 256, 512, 512))
-        },
-        lin,
-    )
-    LPIPS(vgg, lin)  # fail here, not mid-benchmark, if the layout is wrong
-    return vgg, lin
-
-
 def measure(args: argparse.Namespace) -> dict:
     """One run in this process: warm up, then time ``args.steps`` training steps."""
     import torch
@@ -90,6 +70,7 @@ def measure(args: argparse.Namespace) -> dict:
     from glotok_bench.tokenizer import standalone_registry
     from glotok_bench.tokenizer.config import DiscriminatorConfig, LossConfig
     from glotok_bench.tokenizer.model import tokenizer_preset
+    from glotok_bench.tokenizer.perceptual import write_random_lpips_weights
     from glotok_bench.train.config import TrainConfig
     from glotok_bench.train.trainer import Trainer
 
@@ -101,7 +82,7 @@ def measure(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         loss_kwargs = dict(perceptual=False)
         if args.perceptual:
-            vgg, lin = _write_random_lpips(Path(tmp))
+            vgg, lin = write_random_lpips_weights(Path(tmp))
             loss_kwargs = dict(perceptual=True, vgg_weights=str(vgg), lpips_weights=str(lin))
         layers = 3 if tok.resolution >= 32 else 2
         loss = LossConfig(

@@ -245,27 +245,10 @@ def test_fig4_keeps_semantic_and_visual_fractions_as_configured():
 
 @pytest.fixture(scope="module")
 def random_lpips_files(tmp_path_factory):
-    """VGG16 conv layers and LPIPS linear layers with random values, in the real files' key
-    layouts (``features.{i}.weight`` of torchvision's VGG16; ``lin{k}.model.1.weight``)."""
-    root = tmp_path_factory.mktemp("lpips")
-    torch.manual_seed(0)
-    state, index, channels = {}, 0, 3
-    for item in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512):
-        if item == "M":
-            index += 1
-            continue
-        state[f"features.{index}.weight"] = (
-            torch.randn(item, channels, 3, 3) * (2 / (9 * channels)) ** 0.5
-        )
-        state[f"features.{index}.bias"] = torch.zeros(item)
-        index, channels = index + 2, item  # conv, then its ReLU
-    torch.save(state, root / "vgg16-397923af.pth")
-    taps = (64, 128, 256, 512, 512)
-    torch.save(
-        {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1) for k, c in enumerate(taps)},
-        root / "vgg.pth",
-    )
-    return root / "vgg16-397923af.pth", root / "vgg.pth"
+    """VGG16 conv layers and LPIPS linear layers with random values, in the real layouts."""
+    from glotok_bench.tokenizer.perceptual import write_random_lpips_weights
+
+    return write_random_lpips_weights(tmp_path_factory.mktemp("lpips"))
 
 
 def test_lpips_runs_when_its_weights_are_present(random_lpips_files):

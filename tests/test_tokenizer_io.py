@@ -142,30 +142,11 @@ def test_bad_checkpoint_leaves_existing_outputs_untouched(tmp_path, checkpoint):
 # -- perceptual loss -----------------------------------------------------------------------
 
 
-def write_lpips_files(folder: Path) -> tuple[Path, Path]:
-    """Random-init files in torchvision's vgg16 layout and the lpips package's layout."""
-    from torchvision.models import vgg16
-
-    torch.manual_seed(0)
-    vgg = folder / "vgg16.pth"
-    torch.save(
-        {k: v for k, v in vgg16(weights=None).state_dict().items() if k.startswith("features.")},
-        vgg,
-    )
-    lin = folder / "lpips_vgg.pth"
-    torch.save(
-        {
-            f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1)
-            for k, c in enumerate((64, 128, 256, 512, 512))
-        },
-        lin,
-    )
-    return vgg, lin
-
-
 @pytest.fixture(scope="module")
 def lpips_files(tmp_path_factory):
-    return write_lpips_files(tmp_path_factory.mktemp("lpips"))
+    from glotok_bench.tokenizer.perceptual import write_random_lpips_weights
+
+    return write_random_lpips_weights(tmp_path_factory.mktemp("lpips"))
 
 
 def test_lpips_is_zero_for_identical_images_and_differentiable(lpips_files):

@@ -351,22 +351,9 @@ def test_resume_after_the_process_is_killed_reaches_identical_weights(tmp_path):
 
 
 def test_perceptual_loss_runs_from_local_files(tmp_path):
-    from torchvision.models import vgg16
+    from glotok_bench.tokenizer.perceptual import write_random_lpips_weights
 
-    torch.manual_seed(0)
-    vgg = tmp_path / "vgg16.pth"
-    torch.save(
-        {k: v for k, v in vgg16(weights=None).state_dict().items() if k.startswith("features.")},
-        vgg,
-    )
-    lin = tmp_path / "lin.pth"
-    torch.save(
-        {
-            f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1)
-            for k, c in enumerate((64, 128, 256, 512, 512))
-        },
-        lin,
-    )
+    vgg, lin = write_random_lpips_weights(tmp_path)
     loss = LossConfig(vgg_weights=str(vgg), lpips_weights=str(lin), disc_start=0,
                       discriminator=DiscriminatorConfig(base_channels=8, num_layers=2))  # fmt: skip
     result = train(

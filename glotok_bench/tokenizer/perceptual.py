@@ -102,3 +102,28 @@ class LPIPS(nn.Module):
         for fx, fy, lin in zip(self._features(x), self._features(y), self.lin, strict=True):
             total = total + F.conv2d((fx - fy).square(), lin.to(fx.dtype)).mean(dim=(1, 2, 3))
         return total
+
+
+def write_random_lpips_weights(folder: str | Path, *, seed: int = 0) -> tuple[Path, Path]:
+    """Random-init LPIPS files in the real layouts: torchvision's ``vgg16-397923af.pth``
+    (``features.*``) and the lpips package's ``vgg.pth`` (``lin{k}.model.1.weight``).
+
+    For tests and timing where no real file exists; numbers from them mean nothing.
+    Returns (vgg path, linear-layers path).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    features = _vgg16_features()
+    state = {
+        f"features.{key}": torch.randn(value.shape, generator=generator) * 0.05
+        for key, value in features.state_dict().items()
+    }
+    vgg = folder / "vgg16-397923af.pth"
+    torch.save(state, vgg)
+    lin = folder / "vgg.pth"
+    torch.save(
+        {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1, generator=generator) for k, c in enumerate(_TAP_CHANNELS)},
+        lin,
+    )
+    return vgg, lin
