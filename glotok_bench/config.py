@@ -314,6 +314,8 @@ def to_dict(instance: Any) -> Any:
         out = {}
         for field in attrs.fields(type(instance)):
             value = getattr(instance, field.name)
+            if value == {} and _default_of(field) == {}:
+                continue  # an unused optional table: omitted, so adding one keeps config ids
             if value is not None:
                 out[field.alias or field.name] = to_dict(value)
             elif _default_of(field) is not None:

@@ -265,3 +265,56 @@ def test_lpips_runs_when_its_weights_are_present(random_lpips_files):
     result = metric.compute()["lpips"]
     assert result["value"] > 0 and result["protocol"]["count"] == 4
     assert result["protocol"]["weights"]["vgg16"]["file"] == vgg.name
+
+
+class MeanIntensity:
+    """A third-party metric: mean pixel value of the reconstructions, times ``scale``."""
+
+    @attrs.frozen(kw_only=True)
+    class Config:
+        scale: float = 1.0
+
+    def __init__(self, config, *, data_protocol=None, **_):
+        self.config, self.protocol = config, dict(data_protocol or {})
+        self.total, self.count = 0.0, 0
+
+    def update(self, batch: EvalBatch) -> None:
+        self.total += float(batch.fake.double().mean(dim=(1, 2, 3)).sum())
+        self.count += batch.fake.shape[0]
+
+    def merge(self, other: MeanIntensity) -> None:
+        self.total, self.count = self.total + other.total, self.count + other.count
+
+    def compute(self) -> dict:
+        return {"mean_intensity": {"value": self.config.scale * self.total / self.count,
+                                   "protocol": self.protocol}}
+
+
+def test_metric_plugins_run_from_the_eval_config_and_typos_fail_at_load(tmp_path):
+    from glotok_bench.config import structure
+    from glotok_bench.errors import ConfigError
+    from glotok_bench.hookspecs import hookimpl
+    from glotok_bench.registry import Component, build_registry, using_registry
+
+    class Plugin:
+        @hookimpl
+        def glotok_metrics(self):
+            return [Component("mean-intensity", f"{__name__}:MeanIntensity")]
+
+    with using_registry(build_registry(extra_plugins={"test-metrics": Plugin()})):
+        options = structure(EvalOptions, {
+            "extra_metrics": {"mean-intensity": {"scale": 2.0}},
+            "fid": False, "inception_score": False, "lpips": False, "uniformity": False,
+            "fig4": False, "sample_images": 0, "progress": False,
+        })
+        with pytest.raises(ConfigError, match=r"extra_metrics.*scal: unknown key\. Did you mean 'scale'"):
+            structure(EvalOptions, {"extra_metrics": {"mean-intensity": {"scal": 2.0}}})
+        with pytest.raises(ConfigError, match="unknown metric 'mean-intensty'"):
+            structure(EvalOptions, {"extra_metrics": {"mean-intensty": {}}})
+        data = PhotoCrops()
+        result = run_evaluation(FakeTokenizer(), data, options, batch_size=16)
+    tokenizer = FakeTokenizer()
+    expected = 2.0 * float(torch.cat([tokenizer(data.images[i:i + 16]).reconstruction.double().mean(dim=(1, 2, 3))
+                                      for i in range(0, len(data.images), 16)]).mean())
+    assert result.metrics["mean_intensity"]["value"] == pytest.approx(expected, rel=1e-9)
+    assert "psnr" in result.metrics

@@ -146,3 +146,22 @@ def test_ray_executor_gives_the_same_records_and_rejects_missing_gpus(tmp_path, 
         run_grid(gpu_grid, runs_root=tmp_path / "runs", executor="ray", config_class=TinyRun, steps=STEPS,
                  echo=lambda _: None)
     assert time.perf_counter() - started < 30
+
+
+def test_committed_cpu_results_still_match_their_grids():
+    """Committed leaderboard records are keyed by config id: a change to config defaults
+    that alters the ids would orphan them (and double-count re-runs), so it must be noticed
+    and the CPU grids re-run."""
+    from pathlib import Path
+
+    from glotok_bench.runconfig import RunConfig
+
+    repo = Path(__file__).resolve().parents[1]
+    archive = repo / "leaderboards" / "records"
+    for grid in sorted((repo / "grids" / "cpu").glob("*.toml")):
+        spec = load_grid(grid)
+        committed = {p.name for p in (archive / spec.name).iterdir() if p.is_dir()} if (archive / spec.name).is_dir() else set()
+        ids = {cell.cell_id for cell in expand(spec, RunConfig, repo / "runs")}
+        shared = {p.name for other in archive.iterdir() if other.is_dir() for p in other.iterdir()}
+        assert committed, f"{grid.name}: no committed records under {archive / spec.name}"
+        assert ids <= shared, f"{grid.name}: cells {sorted(ids - shared)} have no committed record"

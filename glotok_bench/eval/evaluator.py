@@ -37,6 +37,26 @@ SAMPLES_PNG = "reconstructions.png"
 FIG4_PNG = "fig4_retention.png"
 
 
+def _plugin_metric_config(name: str, options: Mapping[str, Any]) -> Any:
+    """The typed ``Config`` of registered metric ``name`` built from its options table."""
+    from glotok_bench.config import structure
+    from glotok_bench.registry import get_registry
+
+    config_class = get_registry().config_class("metric", name)
+    return structure(config_class, dict(options), source=f"eval.extra_metrics.{name}")
+
+
+def _check_extra_metrics(_instance: Any, _attribute: attrs.Attribute, value: Mapping[str, Any]) -> None:
+    # Validated when the config loads, so a typo fails before training, not after it.
+    from glotok_bench.errors import GlotokError
+
+    for name, options in value.items():
+        try:
+            _plugin_metric_config(name, options)
+        except GlotokError as exc:
+            raise ValueError(str(exc)) from None
+
+
 @attrs.frozen(kw_only=True)
 class EvalOptions:
     """Which metrics run (a ``None`` config switches one off) and what gets written."""
@@ -54,6 +74,11 @@ class EvalOptions:
     fig4: RetentionConfig | None = RetentionConfig()
     fig4_images: int = 4
     progress: bool = True
+    # Registered metric plugins to run as well: {name: options}, e.g. in TOML
+    # [eval.extra_metrics.my-metric]  threshold = 0.5
+    extra_metrics: dict[str, dict[str, Any]] = attrs.field(
+        factory=dict, validator=_check_extra_metrics, hash=False
+    )
 
 
 @attrs.define
@@ -83,7 +108,8 @@ def build_metrics(
     data_protocol: Mapping[str, Any],
     codebook_sizes: Mapping[str, int],
 ) -> tuple[dict[str, Metric], dict[str, str]]:
-    """The built-in metrics ``options`` switches on, and {name: why skipped} for the rest."""
+    """The metrics ``options`` switches on (built-in, then ``extra_metrics`` plugins from the
+    registry), and {name: why skipped} for the built-in ones switched off."""
     context = {
         "device": device,
         "data_protocol": dict(data_protocol),
@@ -102,6 +128,13 @@ def build_metrics(
             if name != "lpips" or options.lpips_required:
                 raise
             skipped[name] = str(exc)
+    if options.extra_metrics:
+        from glotok_bench.registry import get_registry
+
+        registry = get_registry()
+        for name, raw in options.extra_metrics.items():
+            config = _plugin_metric_config(name, raw)
+            metrics[f"plugin:{name}"] = registry.create("metric", name, config, **context)
     return metrics, skipped
 
 
