@@ -160,6 +160,10 @@ def test_evaluation_reports_every_metric_with_its_protocol_and_writes_pngs(tmp_p
         assert png.size == (4 * 34 + 2, 2 * 34 + 2)  # 4 columns, originals over reconstructions
     with Image.open(info["artifacts"]["fig4_png"]) as png:
         assert png.size == (9 * 34 + 2, 14 + 2 * 34 + 2)  # original + 2 x 4 ratios, labelled
+    written = json.loads(Path(info["artifacts"]["uniformity_json"]).read_text())
+    assert written["uniformity/gini"] == metrics["uniformity/gini"]
+    with Image.open(info["artifacts"]["uniformity_png"]) as png:
+        assert png.width > 100 and png.height > 100
 
 
 def test_second_evaluation_reuses_the_reference_statistics(tmp_path):

@@ -35,6 +35,8 @@ from glotok_bench.eval.usage import CodebookUsage
 
 SAMPLES_PNG = "reconstructions.png"
 FIG4_PNG = "fig4_retention.png"
+UNIFORMITY_JSON = "uniformity.json"
+UNIFORMITY_PNG = "uniformity_tsne.png"
 
 
 def _plugin_metric_config(name: str, options: Mapping[str, Any]) -> Any:
@@ -230,6 +232,18 @@ def evaluate_tokenizer(
         compute_seconds[name] = time.perf_counter() - tick
 
     artifacts = {}
+    uniformity = {k: v for k, v in results.items() if k.startswith("uniformity/")}
+    if out_dir is not None and uniformity:
+        from glotok_bench.atomic import atomic_write_json
+        from glotok_bench.eval.uniformity import save_uniformity_plot
+
+        artifacts["uniformity_json"] = str(atomic_write_json(Path(out_dir) / UNIFORMITY_JSON, uniformity))
+        embedding = getattr(metrics.get("uniformity"), "first_embedding", None)
+        if embedding is not None:
+            density_cv = uniformity["uniformity/density_cv"]["value"]
+            path = save_uniformity_plot(embedding, Path(out_dir) / UNIFORMITY_PNG,
+                                        f"t-SNE of semantic latents (repeat 1), density CV {density_cv:.3f}")
+            artifacts["uniformity_png"] = str(path)
     if out_dir is not None and kept_real:
         real, fake = torch.cat(kept_real), torch.cat(kept_fake)
         if sample_images > 0:

@@ -22,6 +22,7 @@ workers pick exactly what one pass would. It also accumulates per-channel sums o
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -265,16 +266,15 @@ class LatentUniformity:
         runs = []
         for r in range(self.config.repeats):
             vectors = self.sampler.standardised(r)
-            runs.append(
-                density_uniformity(
-                    tsne_embedding(
-                        vectors,
-                        perplexity=self.config.perplexity,
-                        seed=self.config.seed + r,
-                        max_iter=self.config.tsne_iterations,
-                    )
-                )
+            embedding = tsne_embedding(
+                vectors,
+                perplexity=self.config.perplexity,
+                seed=self.config.seed + r,
+                max_iter=self.config.tsne_iterations,
             )
+            if r == 0:
+                self.first_embedding = embedding  # for the evaluator's scatter plot
+            runs.append(density_uniformity(embedding))
         points = int(self.sampler.vectors[0].shape[0])
         protocol = {
             **self.data_protocol,
@@ -305,3 +305,29 @@ class LatentUniformity:
                 spread, {**protocol, "definition": "sample std over repeats"}
             )
         return results
+
+
+def save_uniformity_plot(embedding: np.ndarray, path: str | Path, title: str) -> Path:
+    """The t-SNE points coloured by their Gaussian-KDE density: what the metrics summarise."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import gaussian_kde
+
+    from glotok_bench.atomic import atomic_write_bytes
+
+    density = gaussian_kde(embedding.T)(embedding.T)
+    figure, axis = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    points = axis.scatter(embedding[:, 0], embedding[:, 1], c=density, s=4, cmap="viridis")
+    figure.colorbar(points, ax=axis, label="KDE density")
+    axis.set_title(title, fontsize=8)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(figure)
+    return atomic_write_bytes(path, buffer.getvalue())
