@@ -309,25 +309,17 @@ class LatentUniformity:
 
 def save_uniformity_plot(embedding: np.ndarray, path: str | Path, title: str) -> Path:
     """The t-SNE points coloured by their Gaussian-KDE density: what the metrics summarise."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from scipy.stats import gaussian_kde
 
     from glotok_bench.atomic import atomic_write_bytes
+    from glotok_bench.plotting import new_figure, png_bytes
 
     density = gaussian_kde(embedding.T)(embedding.T)
-    figure, axis = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    figure = new_figure(4.5, 4.5, dpi=120)
+    axis = figure.add_subplot()
     points = axis.scatter(embedding[:, 0], embedding[:, 1], c=density, s=4, cmap="viridis")
     figure.colorbar(points, ax=axis, label="KDE density")
     axis.set_title(title, fontsize=8)
     axis.set_xticks([])
     axis.set_yticks([])
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    plt.close(figure)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, png_bytes(figure))

@@ -15,19 +15,14 @@ def compare_histograms(
     teacher: torch.Tensor, students: Mapping[str, torch.Tensor], out: str | Path, *, bins: int = 40
 ) -> dict[str, float]:
     """Plot the teacher's and each student codebook's histogram; return KL(teacher || student)."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from glotok_bench.atomic import atomic_write_bytes
+    from glotok_bench.plotting import new_figure, png_bytes
 
     with torch.no_grad():
         teacher_hist = relation_histogram(teacher.float(), bins=bins)
         centres = bin_centers(bins).cpu().numpy()
-        figure, axis = plt.subplots(figsize=(7, 4), dpi=120)
+        figure = new_figure(7, 4, dpi=120)
+        axis = figure.add_subplot()
         axis.plot(centres, teacher_hist.cpu().numpy(), "k-", lw=2.5, label=f"teacher ({teacher.shape[0]} codes)")
         kl = {}
         for name, codes in students.items():
@@ -38,9 +33,5 @@ def compare_histograms(
     axis.set_ylabel("share of pairs")
     axis.set_title("Relation histograms: teacher vs semantic codebooks")
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    plt.close(figure)
-    atomic_write_bytes(out, buffer.getvalue())
+    atomic_write_bytes(out, png_bytes(figure))
     return kl

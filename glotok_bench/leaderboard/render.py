@@ -7,12 +7,12 @@ under different protocols never share a column or an axis.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from glotok_bench.leaderboard.tables import TABLES, TableSpec
+from glotok_bench.plotting import new_figure, png_bytes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -106,25 +106,11 @@ def readme(tables: dict[str, pd.DataFrame], collection: Collection, plots: list[
 
 
 def _figure(panels: int):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    # Figure + Agg canvas directly: no pyplot global state, no display backend needed.
     cols = max(1, min(panels, 3))
     rows = max(1, math.ceil(panels / 3))
-    figure = Figure(figsize=(4.5 * cols, 3.6 * rows), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = new_figure(4.5 * cols, 3.6 * rows)
     axes = [figure.add_subplot(rows, cols, i + 1) for i in range(max(panels, 1))]
     return figure, axes
-
-
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    # No "Software" text chunk (it carries the matplotlib version) and no timestamp: the
-    # same figure gives the same bytes on every run.
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
 
 
 def _empty(axis, message: str) -> None:
@@ -175,7 +161,7 @@ def rfid_vs_lambda_hist(tables: dict[str, pd.DataFrame]) -> bytes:
         axis.grid(True, alpha=0.3)
         if variants:
             axis.legend(fontsize=6)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def training_throughput(tables: dict[str, pd.DataFrame]) -> bytes:
@@ -199,7 +185,7 @@ def training_throughput(tables: dict[str, pd.DataFrame]) -> bytes:
         axis.invert_yaxis()
         axis.set_xlabel("training images / s")
         axis.set_title(_wrap(f"{source}: {protocol}"), fontsize=8)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 # file name -> renderer; PLOT_TABLE says under which table's section the README shows it.
