@@ -20,11 +20,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import subprocess
 import sys
 from pathlib import Path
 
-from glotok_bench.benchmarking import append_csv_rows
+from glotok_bench.benchmarking import append_csv_rows, run_child
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eval_throughput.csv"
 COLUMNS = (
@@ -102,7 +101,7 @@ def _dataset(resolution: int, images: int):
     return Head()
 
 
-def run_child(args: argparse.Namespace) -> dict:
+def measure(args: argparse.Namespace) -> dict:
     import torch
 
     from glotok_bench.device import pick_device
@@ -183,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.child:
-        print(json.dumps(run_child(args)))
+        print(json.dumps(measure(args)))
         return
 
     rows = []
@@ -197,17 +196,14 @@ def main(argv: list[str] | None = None) -> None:
             except MissingWeightsError as exc:
                 print(f"skipping inception: {exc}", file=sys.stderr)
                 continue
-        command = [sys.executable, __file__, "--child", "--extractor", extractor]
+        child_args = ["--extractor", extractor]
         for flag in ("images", "resolution", "batch_size", "tokenizer", "device", "inception"):
             value = getattr(args, flag)
             if value is not None:
-                command += [f"--{flag.replace('_', '-')}", str(value)]
+                child_args += [f"--{flag.replace('_', '-')}", str(value)]
         if args.lpips:
-            command.append("--lpips")
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise SystemExit(f"{extractor} run failed:\n{done.stderr[-3000:]}")
-        row = json.loads(done.stdout.strip().splitlines()[-1])
+            child_args.append("--lpips")
+        row = run_child(__file__, child_args, label=f"{extractor} run")
         print(json.dumps(row))
         rows.append(row)
     if rows:

@@ -25,13 +25,12 @@ import itertools
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from glotok_bench.benchmarking import append_csv_rows, git_commit
+from glotok_bench.benchmarking import append_csv_rows, git_commit, run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "generator_throughput.csv"
@@ -239,23 +238,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{preset:>9} {mode}: skipped, does not fit ({why})", flush=True)
             continue
         for kv_cache in [1] if mode == "train" else args.kv_cache:
-            command = [
-                sys.executable, __file__, "--child", "--preset", preset, "--mode", mode,
+            child_args = [
+                "--preset", preset, "--mode", mode,
                 "--kv-cache", str(kv_cache), "--batch-size", str(args.batch_size), "--repeats", str(args.repeats),
                 "--warmup", str(args.warmup), "--cfg-scale", str(args.cfg_scale), "--device", args.device,
                 "--threads", str(args.threads),
             ]  # fmt: skip
-            env = {
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join(
-                    filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
-                ),
-            }
-            proc = subprocess.run(command, capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                print(f"{preset} {mode}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-                return 1
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            row = run_child(__file__, child_args, label=f"{preset} {mode}")
             rows.append(row)
             cache = "" if mode == "train" else f" kv_cache={kv_cache}"
             print(

@@ -17,13 +17,12 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from glotok_bench.benchmarking import append_csv_rows, git_commit
+from glotok_bench.benchmarking import append_csv_rows, git_commit, run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "histogram_loss.csv"
@@ -164,23 +163,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sys.path.insert(0, str(ROOT))
     rows = []
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
     for n in args.sizes:
         for method in args.methods:
             repeats = args.repeats if n <= 4096 else 1
-            command = [
-                sys.executable, __file__, "--child", "--method", method, "--n", str(n),
+            child_args = [
+                "--method", method, "--n", str(n),
                 "--code-dim", str(args.code_dim), "--bins", str(args.bins),
                 "--repeats", str(repeats), "--device", args.device, "--threads", str(args.threads),
             ]  # fmt: skip
-            proc = subprocess.run(command, capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                print(f"{method} n={n}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-                return 1
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            row = run_child(__file__, child_args, label=f"{method} n={n}")
             rows.append(row)
             print(
                 f"{method:>9} n={n:>6}: {row.get('seconds', '-')!s:>8} s  "

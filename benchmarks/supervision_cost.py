@@ -24,14 +24,13 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from glotok_bench.benchmarking import append_csv_rows, git_commit
+from glotok_bench.benchmarking import append_csv_rows, git_commit, run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "supervision_cost.csv"
@@ -222,25 +221,17 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args)))
         return 0
     sys.path.insert(0, str(ROOT))
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
     rows = []
     for semantic_size in args.semantic_sizes:
         for supervision in args.supervisions:
-            command = [
-                sys.executable, __file__, "--child", "--supervision", supervision,
+            child_args = [
+                "--supervision", supervision,
                 "--preset", args.preset, "--semantic-size", str(semantic_size),
                 "--batch-size", str(args.batch_size), "--teacher", args.teacher,
                 "--teacher-model", args.teacher_model, "--teacher-k", str(args.teacher_k),
                 "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device, "--threads", str(args.threads),
             ]  # fmt: skip
-            proc = subprocess.run(command, capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                print(f"{supervision}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)
-                return 1
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            row = run_child(__file__, child_args, label=supervision)
             rows.append(row)
             print(
                 f"{supervision:>14} semantic={row['semantic_size']:>6}: {row['step_ms']:9.1f} ms/step "

@@ -23,14 +23,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from glotok_bench.benchmarking import append_csv_rows, git_commit
+from glotok_bench.benchmarking import append_csv_rows, git_commit, run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "train_throughput.csv"
@@ -184,21 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     for preset, threads, channels_last, compiled in itertools.product(
         args.presets, args.threads, args.channels_last, args.compile
     ):
-        command = [
-            sys.executable, __file__, "--child", "--preset", preset, "--batch-size", str(args.batch_size),
+        child_args = [
+            "--preset", preset, "--batch-size", str(args.batch_size),
             "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device,
             "--threads", str(threads), "--channels-last", str(channels_last), "--compile", str(compiled),
             "--perceptual", str(args.perceptual), "--gan", str(args.gan),
         ]  # fmt: skip
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        }
-        proc = subprocess.run(command, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            print(f"{preset}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-            return 1
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row = run_child(__file__, child_args, label=preset)
         rows.append(row)
         print(
             f"{preset:>12} threads={threads} channels_last={channels_last} compile={compiled}: "

@@ -1,11 +1,14 @@
-"""What every script in benchmarks/ shares: CSV rows appended atomically, and the commit
-they were measured at."""
+"""What every script in benchmarks/ shares: one measurement per child process, CSV rows
+appended atomically, and the commit they were measured at."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,3 +38,17 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
+
+
+def run_child(script: str | Path, args: Sequence[str], *, label: str) -> dict:
+    """Run ``python SCRIPT --child ARGS`` and return the JSON row it prints last.
+
+    A fresh process per measurement keeps each peak-memory figure its own. A failed
+    child ends the benchmark (exit status 1) with its stderr, before any row is written.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, str(script), "--child", *args]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"{label}: failed\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
