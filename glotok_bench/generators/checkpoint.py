@@ -25,8 +25,13 @@ import torch
 from torch import nn
 
 from glotok_bench.atomic import atomic_torch_save
+from glotok_bench.checkpoint_format import (
+    architecture,
+    architecture_mismatch,
+    cpu_state,
+    read_envelope,
+)
 from glotok_bench.errors import CheckpointError, GlotokError, RegistryError
-from glotok_bench.safe_load import torch_load_weights_only
 
 FORMAT = "glotok-bench/generator"
 VERSION = 1
@@ -57,14 +62,6 @@ def build_generator(
     return cls(config, **dict(context))
 
 
-def architecture(module: nn.Module) -> dict[str, list[int]]:
-    return {name: list(t.shape) for name, t in module.state_dict().items()}
-
-
-def _cpu(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-
 def save_generator_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -87,8 +84,8 @@ def save_generator_checkpoint(
         "context": _plain_context(context),
         "tokens": dict(tokens or {}),
         "architecture": architecture(model),
-        "model": _cpu(model.state_dict()),
-        "ema": None if ema is None else _cpu(ema),
+        "model": cpu_state(model.state_dict()),
+        "ema": None if ema is None else cpu_state(ema),
         "step": int(step),
         "train_config": dict(train_config or {}),
         "training": training,
@@ -109,40 +106,17 @@ def _plain_context(context: Mapping[str, Any]) -> dict[str, Any]:
 
 def read_generator_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load and check the outer format (tensors on CPU); raises :class:`CheckpointError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"generator checkpoint {path} does not exist")
-    payload = torch_load_weights_only(path, what="generator checkpoint")
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(
-            f"{path} is not a glotok-bench generator checkpoint (format {found!r}, expected {FORMAT!r})"
-        )
-    if payload.get("version") != VERSION:
-        raise CheckpointError(
-            f"{path}: generator checkpoint version {payload.get('version')} is not supported ({VERSION})"
-        )
-    for key in ("generator", "context", "architecture", "model"):
-        if not isinstance(payload.get(key), dict):
-            raise CheckpointError(f"{path}: entry {key!r} is missing or malformed")
-    return payload
+    return read_envelope(
+        path, kind="generator", format_tag=FORMAT, version=VERSION,
+        required=("generator", "context", "architecture", "model"),
+    )  # fmt: skip
 
 
 def check_architecture(payload: Mapping[str, Any], model: nn.Module, source: str) -> None:
     """Raise :class:`CheckpointError` naming the first differences unless shapes all match."""
-    expected, saved = architecture(model), payload["architecture"]
-    problems = [f"missing {k}" for k in expected if k not in saved]
-    problems += [f"unexpected {k}" for k in saved if k not in expected]
-    problems += [
-        f"{k}: checkpoint {list(saved[k])} vs model {s}"
-        for k, s in expected.items()
-        if k in saved and list(saved[k]) != s
-    ]
-    if problems:
-        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
-        raise CheckpointError(
-            f"{source} does not fit the generator it describes: {'; '.join(problems[:5])}{more}"
-        )
+    mismatch = architecture_mismatch(payload["architecture"], architecture(model))
+    if mismatch:
+        raise CheckpointError(f"{source} does not fit the generator it describes: {mismatch}")
 
 
 def load_generator(

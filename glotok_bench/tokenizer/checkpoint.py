@@ -23,20 +23,20 @@ from typing import Any, Literal
 import torch
 
 from glotok_bench.atomic import atomic_torch_save
+from glotok_bench.checkpoint_format import (
+    architecture,
+    architecture_mismatch,
+    cpu_state,
+    read_envelope,
+)
 from glotok_bench.config import to_dict
 from glotok_bench.errors import CheckpointError, GlotokError
 from glotok_bench.registry import Registry
-from glotok_bench.safe_load import torch_load_weights_only
 from glotok_bench.tokenizer.config import TokenizerConfig
 from glotok_bench.tokenizer.model import Tokenizer, tokenizer_config_from_dict
 
 FORMAT = "glotok-bench/tokenizer"
 VERSION = 1
-
-
-def architecture(module: torch.nn.Module) -> dict[str, list[int]]:
-    """{state-dict key: shape} of a module: what a checkpoint must match to load into it."""
-    return {name: list(t.shape) for name, t in module.state_dict().items()}
 
 
 def save_checkpoint(
@@ -54,38 +54,21 @@ def save_checkpoint(
         "tokenizer_config": to_dict(tokenizer.config),
         "architecture": architecture(tokenizer),
         "codebook_sizes": tokenizer.codebook_sizes,
-        "model": _cpu_state(tokenizer.state_dict()),
-        "ema": None if ema is None else _cpu_state(ema),
+        "model": cpu_state(tokenizer.state_dict()),
+        "ema": None if ema is None else cpu_state(ema),
         "step": int(step),
         "training": training,
     }
     return atomic_torch_save(path, payload)
 
 
-def _cpu_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load and validate the outer format of a checkpoint (tensors on CPU)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    payload = torch_load_weights_only(path, what="checkpoint")
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        keys = sorted(payload)[:8] if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(
-            f"{path} is not a glotok-bench tokenizer checkpoint (expected format {FORMAT!r}; "
-            f"top-level keys: {keys}). Peer checkpoints (LlamaGen, FQGAN) need a converter."
-        )
-    if payload.get("version") != VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint version {payload.get('version')} is not supported ({VERSION})"
-        )
-    for key in ("tokenizer_config", "architecture", "model"):
-        if not isinstance(payload.get(key), dict):
-            raise CheckpointError(f"{path}: checkpoint entry {key!r} is missing or malformed")
-    return payload
+    return read_envelope(
+        path, kind="tokenizer", format_tag=FORMAT, version=VERSION,
+        required=("tokenizer_config", "architecture", "model"),
+        hint=" Peer checkpoints (LlamaGen, FQGAN) need a converter.",
+    )  # fmt: skip
 
 
 
@@ -97,20 +80,9 @@ def check_compatible(payload: Mapping[str, Any], tokenizer: Tokenizer, source: s
             f"{source}: the checkpoint's codebooks {dict(saved_sizes)} do not fit the configured "
             f"model's codebooks {tokenizer.codebook_sizes}"
         )
-    expected = architecture(tokenizer)
-    saved = payload["architecture"]
-    problems = [f"missing {k}" for k in expected if k not in saved]
-    problems += [f"unexpected {k}" for k in saved if k not in expected]
-    problems += [
-        f"{k}: checkpoint {list(saved[k])} vs model {shape}"
-        for k, shape in expected.items()
-        if k in saved and list(saved[k]) != shape
-    ]
-    if problems:
-        shown = "; ".join(problems[:5]) + (
-            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
-        )
-        raise CheckpointError(f"{source} is from another architecture: {shown}")
+    mismatch = architecture_mismatch(payload["architecture"], architecture(tokenizer))
+    if mismatch:
+        raise CheckpointError(f"{source} is from another architecture: {mismatch}")
 
 
 def load_tokenizer(
