@@ -14,13 +14,8 @@ from glotok_bench.errors import ConfigError, DataError
 DUAL = {"semantic": 16, "visual": 48}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on 2 shared cores: one thread avoids oversubscription (10-50x faster here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Tiny models run faster on one thread, and far faster when the 2 cores are shared.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_fake_tokens(

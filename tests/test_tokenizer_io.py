@@ -27,13 +27,8 @@ from glotok_bench.tokenizer.tokenize import read_manifest, tokenize_dataset
 REGISTRY = standalone_registry()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and far faster when the 2 cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models run faster on one thread, and far faster when the 2 cores are shared.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config():

@@ -22,13 +22,8 @@ from glotok_bench.tokenizer.residual import NoResidualHead, TransformerResidualH
 REGISTRY = standalone_registry()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and far faster when the 2 cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models run faster on one thread, and far faster when the 2 cores are shared.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(
