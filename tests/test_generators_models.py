@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_generators_tokens import DUAL, one_thread  # noqa: F401 - autouse fixture
+from test_generators_tokens import DUAL
 
 from glotok_bench.errors import ConfigError
+
+# Tiny models run faster on one thread, and far faster when the 2 cores are shared.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CONTEXT = dict(codebook_sizes=DUAL, grid_size=8, channels=8, num_classes=4)
 
