@@ -18,6 +18,7 @@ from glotok_bench.records import SCHEMA
 
 REAL = "inception-v3-compat"
 STANDIN = "standin-randconv-v1"
+SFID = f"rfid@{STANDIN}"
 
 
 def data_protocol(count: int = 64, resolution: int = 64) -> dict:
@@ -155,8 +156,11 @@ def test_standin_and_real_extractor_rows_never_share_a_ranking(tmp_path):
         assert sorted(r["rank"] for r in group) == ["1", "2"]
     real = {r["method"]: (r["rank"], r["rfid"]) for r in by_extractor[REAL]}
     assert real == {"GloTok": ("1", "5.000"), "Both": ("2", "7.000")}
-    standin = {r["method"]: (r["rank"], r["rfid"]) for r in by_extractor[STANDIN]}
+    standin = {r["method"]: (r["rank"], r[SFID]) for r in by_extractor[STANDIN]}
     assert standin == {"Baseline": ("1", "1.000"), "Both": ("2", "3.000")}
+    # A stand-in number never sits under the bare name, nor a real one under the stand-in's.
+    assert all(r["rfid"] == "" for r in by_extractor[STANDIN])
+    assert all(r[SFID] == "" for r in by_extractor[REAL])
     # The record measured both ways gives two rows, each with the extractor-free PSNR.
     assert [r["psnr"] for r in rows if r["method"] == "Both"] == ["20.00", "20.00"]
     # The markdown view puts the two protocols in separate tables.
@@ -215,6 +219,23 @@ def test_paper_rows_carry_the_published_numbers(tmp_path):
                       "ablation_components": 3, "ablation_teachers": 3, "training_cost": 0}
 
 
+def test_every_line_of_the_paper_numbers_has_the_headers_width():
+    from importlib import resources
+
+    from glotok_bench.leaderboard.errors import LeaderboardError
+    from glotok_bench.leaderboard.paper import PAPER_FILE, parse_paper_numbers
+
+    text = resources.files("glotok_bench.leaderboard").joinpath(PAPER_FILE).read_text(encoding="utf-8")
+    lines = list(csv.reader(io.StringIO(text)))
+    assert {len(fields) for fields in lines} == {len(lines[0])}
+    assert len(parse_paper_numbers(text)) == len(lines) - 1
+    # An unquoted comma in a note is refused with its line number, not cut off silently.
+    broken = text.rstrip("\n").splitlines()
+    broken[5] += ", and more"
+    with pytest.raises(LeaderboardError, match="line 6: 28 fields under a 27-field header"):
+        parse_paper_numbers("\n".join(broken))
+
+
 def test_paper_rows_are_ranked_apart_from_measured_rows(built):
     rows = read_csv(built[0] / "ablation_histogram.csv")
     assert [r["source"] for r in rows] == ["paper"] * 3 + ["measured"] * 3
@@ -227,11 +248,13 @@ def test_seeds_are_aggregated_to_mean_std_and_n(built):
     # Sorted along the axis: no histogram (weight 0), then 0.01, then 0.1.
     assert [(r["supervision"], r["lambda_hist"]) for r in rows] == [("none", "0"), ("histogram", "0.01"), ("histogram", "0.1")]
     seeds = rows[1]
-    assert (seeds["rfid"], seeds["rfid_std"], seeds["psnr"], seeds["psnr_std"], seeds["n"]) == (
+    assert (seeds[SFID], seeds[f"{SFID}_std"], seeds["psnr"], seeds["psnr_std"], seeds["n"]) == (
         "11.00", "1.000", "21.00", "1.000", "3")
+    # 95% t-interval half-width over 3 seeds: t(0.975, 2) * 1 / sqrt(3) = 4.303 / 1.732.
+    assert (seeds[f"{SFID}_ci95"], seeds["psnr_ci95"]) == ("2.484", "2.484")
     assert seeds["run_ids"] == "hist-001-s0 hist-001-s1 hist-001-s2"
     assert seeds["training"] == "300 steps"
-    assert (rows[2]["n"], rows[2]["rfid_std"]) == ("1", "")  # one run: no spread to report
+    assert (rows[2]["n"], rows[2][f"{SFID}_std"], rows[2][f"{SFID}_ci95"]) == ("1", "", "")  # one run: no spread to report
     assert [r["rank"] for r in rows] == ["3", "1", "2"]
 
 
@@ -305,7 +328,7 @@ def test_grid_axis_labels_and_copied_runs(tmp_path):
     outcome = regenerate(root, tmp_path / "lb")
     assert [p.parent.name for p in outcome.collection.duplicates] == ["copy-of-b"]
     rows = measured(read_csv(tmp_path / "lb" / "ablation_histogram.csv"))
-    assert [(r["lambda_hist"], r["rfid"], r["n"], r["other_labels"]) for r in rows] == [("0.1", "3.000", "2", "quantizer=dual")]
+    assert [(r["lambda_hist"], r[SFID], r["n"], r["other_labels"]) for r in rows] == [("0.1", "3.000", "2", "quantizer=dual")]
 
 
 def test_records_from_several_folders_are_merged_and_none_found_is_an_error(tmp_path):

@@ -4,12 +4,19 @@
     base = "../configs/tokenizer/glotok-cpu32.toml"   # relative to this file
     steps = ["train", "eval"]
     [resources]          # per cell
-    cpus = 1
-    gpus = 0
+    cpus = 1             # per worker
+    gpus = 0             # per worker
+    workers = 1          # > 1: data-parallel training over that many Ray Train workers
     max_retries = 1
+    [runtime_env]        # optional: passed to ray.init (pip = ["my-plugin==1.0"], env_vars...)
     [axes]               # any config path -> the values it takes
     "loss.histogram_weight" = [0.0, 0.01]
     "tokenizer.residual.name" = ["none", "transformer"]
+
+``seeds = N`` (top level) runs every variant with ``train.seed`` = 0 .. N-1 (or the listed
+seeds, ``seeds = [3, 7]``): it is the last axis, so a variant's seeds are neighbouring
+cells, and leaderboards average over it (mean, std, n, 95% interval). Writing
+``"train.seed"`` under ``[axes]`` does the same; giving both is an error.
 
 A cell's id is a hash of its fully resolved config, so the same experiment always lands in
 the same folder, whichever grid asked for it, and editing an axis never reuses old results.
@@ -35,8 +42,9 @@ from glotok_bench.config import (
 )
 from glotok_bench.errors import ConfigError
 
-GRID_KEYS = {"name", "base", "steps", "resources", "axes", "set", "description"}
-RESOURCE_KEYS = {"cpus", "gpus", "max_retries"}
+GRID_KEYS = {"name", "base", "steps", "resources", "axes", "set", "description", "seeds", "runtime_env"}
+SEED_PATH = "train.seed"
+RESOURCE_KEYS = {"cpus", "gpus", "workers", "max_retries"}
 
 
 @attrs.frozen
@@ -51,6 +59,8 @@ class GridSpec:
     gpus: float = 0.0
     max_retries: int = 0
     description: str = ""
+    workers: int = 1
+    runtime_env: dict[str, Any] = attrs.field(factory=dict)  # for ray.init: what workers need
 
 
 @attrs.frozen
@@ -63,8 +73,16 @@ class Cell:
     overrides: tuple[str, ...]  # "path=value" (JSON values), for records and humans
     labels: dict[str, Any]
     steps: tuple[str, ...]
-    run_dir: Path
+    location: str  # the cell's folder in the store: an absolute path or a URI (s3://...)
     config: dict[str, Any]  # the resolved config as plain data
+    workers: int = 1  # data-parallel training processes (Ray Train workers)
+
+    @property
+    def run_dir(self) -> Path:
+        """The cell's folder when the store is a local (or mounted) folder."""
+        if "://" in self.location:
+            raise ValueError(f"cell {self.cell_id} lives in an object store ({self.location}), not on disk")
+        return Path(self.location)
 
 
 def load_grid(path: str | Path) -> GridSpec:
@@ -78,6 +96,11 @@ def load_grid(path: str | Path) -> GridSpec:
     problems = [f"{key}: unknown key (valid: {', '.join(sorted(GRID_KEYS))})" for key in data if key not in GRID_KEYS]
     resources = data.get("resources", {})
     problems += [f"resources.{key}: unknown key" for key in resources if key not in RESOURCE_KEYS]
+    workers = resources.get("workers", 1)
+    if not (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1):
+        problems.append(f"resources.workers: expected an integer >= 1, got {workers!r}")
+    if not isinstance(data.get("runtime_env", {}), dict):
+        problems.append("runtime_env: expected a table (e.g. pip = [\"my-plugin\"])")
     for key in ("name", "base"):
         if not isinstance(data.get(key), str):
             problems.append(f"{key}: required string")
@@ -89,6 +112,7 @@ def load_grid(path: str | Path) -> GridSpec:
         if not isinstance(values, list) or not values:
             problems.append(f"axes.{key}: expected a non-empty list of values")
     fixed = data.get("set", {})
+    seeds = _seeds(data.get("seeds"), axes, fixed, problems)
     if problems:
         raise ConfigError(f"invalid grid {path}:\n" + "\n".join(f"  {p}" for p in problems))
     base = (path.parent / data["base"]).resolve()
@@ -97,17 +121,40 @@ def load_grid(path: str | Path) -> GridSpec:
         source=path,
         base=base,
         steps=tuple(steps),
-        axes=tuple((key, tuple(values)) for key, values in axes.items()),
+        axes=tuple((key, tuple(values)) for key, values in axes.items()) + ((SEED_PATH, seeds),) * bool(seeds),
         fixed=tuple(fixed.items()),
         cpus=float(resources.get("cpus", 1)),
         gpus=float(resources.get("gpus", 0)),
         max_retries=int(resources.get("max_retries", 0)),
         description=data.get("description", ""),
+        workers=int(resources.get("workers", 1)),
+        runtime_env=dict(data.get("runtime_env", {})),
     )
 
 
-def expand(spec: GridSpec, config_class: type, runs_root: Path) -> list[Cell]:
-    """All cells, validated up front: a typo in an axis fails before anything trains."""
+def _seeds(raw: Any, axes: dict[str, Any], fixed: dict[str, Any], problems: list[str]) -> tuple[int, ...]:
+    """``seeds = N`` -> (0, ..., N-1); ``seeds = [a, b]`` -> (a, b); absent -> ()."""
+    if raw is None:
+        return ()
+    if SEED_PATH in axes or SEED_PATH in fixed:
+        problems.append(f"seeds: {SEED_PATH!r} is also set under [axes] or [set]; give the seeds once")
+        return ()
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
+        return tuple(range(raw))
+    if (isinstance(raw, list) and raw and all(isinstance(s, int) and not isinstance(s, bool) for s in raw)
+            and len(set(raw)) == len(raw)):
+        return tuple(raw)
+    problems.append(f"seeds: expected a positive integer or a list of distinct integers, got {raw!r}")
+    return ()
+
+
+def expand(spec: GridSpec, config_class: type, runs_root: str | Path) -> list[Cell]:
+    """All cells, validated up front: a typo in an axis fails before anything trains.
+
+    ``runs_root``: a local folder or a store URI (see :mod:`glotok_bench.store`)."""
+    from glotok_bench.store import open_store
+
+    grid_store = open_store(runs_root).child(spec.name)
     base_data = read_toml_with_extends(spec.base)
     keys = [key for key, _ in spec.axes]
     cells = []
@@ -128,8 +175,9 @@ def expand(spec: GridSpec, config_class: type, runs_root: Path) -> list[Cell]:
                 overrides=overrides,
                 labels={"grid": spec.name, "cell": cell_id, **dict(zip(keys, values, strict=True))},
                 steps=spec.steps,
-                run_dir=(runs_root / spec.name / cell_id).resolve(),
+                location=grid_store.child(cell_id).location,
                 config=plain,
+                workers=spec.workers,
             )
         )
     ids = [c.cell_id for c in cells]

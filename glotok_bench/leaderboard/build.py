@@ -24,7 +24,7 @@ from glotok_bench.leaderboard import render
 from glotok_bench.leaderboard.collect import Collection, collect
 from glotok_bench.leaderboard.extract import Contribution
 from glotok_bench.leaderboard.paper import paper_contributions
-from glotok_bench.leaderboard.tables import TABLES, TableSpec
+from glotok_bench.leaderboard.tables import TABLES, TableSpec, extractor_column
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,7 +114,8 @@ def aggregate(spec: TableSpec, contributions: list[Contribution]) -> pd.DataFram
     # the records were read in (float addition is not associative).
     long = pd.DataFrame(lines).sort_values("value", kind="stable")
     stats = long.groupby(["row", "metric"], sort=True).agg(
-        value=("value", "mean"), std=("value", "std"), repeat_std=("repeat_std", "mean"), text=("text", "first")
+        value=("value", "mean"), std=("value", "std"), count=("value", "count"),
+        repeat_std=("repeat_std", "mean"), text=("text", "first"),
     )
     runs = long.groupby("row", sort=True)["run_id"].agg(lambda s: sorted(set(s) - {""}))
     rows = [dict(identity) for identity in identities]
@@ -122,6 +123,7 @@ def aggregate(spec: TableSpec, contributions: list[Contribution]) -> pd.DataFram
         row = rows[row_id]
         row[column] = line["value"]
         row[f"{column}_std"] = line["std"]
+        row[f"{column}_ci95"] = t_half_width(line["std"], int(line["count"]))
         row[f"{column}_repeat_std"] = line["repeat_std"]
         row[f"text:{column}"] = line["text"]
     for row_id, row in enumerate(rows):
@@ -130,7 +132,7 @@ def aggregate(spec: TableSpec, contributions: list[Contribution]) -> pd.DataFram
         row["run_ids"] = " ".join(run_ids)
     frame = pd.DataFrame(_sorted(spec, rows))
     for m in spec.metrics:
-        for column in (m.column, f"{m.column}_std", f"{m.column}_repeat_std", f"text:{m.column}"):
+        for column in (m.column, f"{m.column}_std", f"{m.column}_ci95", f"{m.column}_repeat_std", f"text:{m.column}"):
             if column not in frame:
                 frame[column] = "" if column.startswith("text:") else math.nan
     ranked = spec.metric[spec.rank_by]
@@ -138,6 +140,16 @@ def aggregate(spec: TableSpec, contributions: list[Contribution]) -> pd.DataFram
         method="min", ascending=ranked.lower_is_better
     )
     return frame
+
+
+def t_half_width(std: float, n: int, level: float = 0.95) -> float:
+    """Half-width of the t-interval of a mean of ``n`` values with sample std ``std``
+    (NaN below 2 values: one run says nothing about its spread)."""
+    if n < 2 or std is None or not math.isfinite(std):
+        return math.nan
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n))
 
 
 def _natural(value: Any) -> tuple:
@@ -167,28 +179,71 @@ def _sorted(spec: TableSpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
     return sorted(rows, key=key)
 
 
+_SUFFIXES = ("", "_std", "_ci95", "_repeat_std")
+
+
+def _extractors(frame: pd.DataFrame, column: str) -> list[str]:
+    """Extractors of the rows that have a value in ``column``: the Inception graph first."""
+    if frame.empty or "extractor" not in frame:
+        return []
+    present = {e for e, v in zip(frame["extractor"], frame[column], strict=True) if not _missing(v)}
+    return sorted(present, key=lambda e: (extractor_column(column, e) != column, e))
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _header(spec: TableSpec, frame: pd.DataFrame) -> list[str]:
+    """``spec.columns()``, with a per-extractor metric's column group repeated under the
+    name of every extractor that measured it (``rfid``, ``rfid@standin-randconv-v1``)."""
+    header = []
+    for column in spec.columns():
+        found = [(m, suffix) for m in spec.metrics for suffix in _SUFFIXES if column == m.column + suffix]
+        extractors = _extractors(frame, found[0][0].column) if found and found[0][0].per_extractor else []
+        if not extractors:
+            header.append(column)
+            continue
+        m, suffix = found[0]
+        header += [extractor_column(m.column, e) + suffix for e in extractors]
+    return header
+
+
 def format_table(spec: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
-    """The CSV's text: published numbers as printed, ours with 4 significant digits."""
+    """The CSV's text: published numbers as printed, ours with 4 significant digits.
+
+    A per-extractor metric's numbers land in the columns named after the row's extractor
+    and are blank in the others."""
     import pandas as pd
 
+    header = _header(spec, frame)
     if frame.empty:
-        return pd.DataFrame({column: pd.Series(dtype=str) for column in spec.columns()})
-    out: dict[str, list[str]] = {}
+        return pd.DataFrame({column: pd.Series(dtype=str) for column in header})
+    out: dict[str, list[str]] = {column: [""] * len(frame) for column in header}
+    metric_columns = set(spec.metric_columns())
+    extractors = list(frame["extractor"]) if "extractor" in frame else [""] * len(frame)
+    for m in spec.metrics:
+        texts = frame[f"text:{m.column}"]
+        values = [
+            text if source == "paper" and isinstance(text, str) and text else format_number(value)
+            for source, text, value in zip(frame["source"], texts, frame[m.column], strict=True)
+        ]
+        for suffix in _SUFFIXES:
+            if m.column + suffix not in metric_columns:
+                continue
+            cells = values if not suffix else [format_number(v) for v in frame[m.column + suffix]]
+            for i, (extractor, value, text) in enumerate(zip(extractors, frame[m.column], cells, strict=True)):
+                if m.per_extractor and _missing(value):
+                    continue
+                name = extractor_column(m.column, extractor) if m.per_extractor else m.column
+                out[name + suffix][i] = text
     for column in spec.columns():
-        if column in spec.metric:
-            texts = frame[f"text:{column}"]
-            out[column] = [
-                text if source == "paper" and isinstance(text, str) and text else format_number(value)
-                for source, text, value in zip(frame["source"], texts, frame[column], strict=True)
-            ]
-        elif column in spec.metric_columns():
-            out[column] = [format_number(v) for v in frame[column]]
-        elif column in ("rank", "n"):
+        if column in metric_columns:
+            continue
+        if column in ("rank", "n"):
             out[column] = ["" if pd.isna(v) else str(int(v)) for v in frame[column]]
         elif column in frame:
             out[column] = ["" if pd.isna(v) else str(v) for v in frame[column]]
-        else:
-            out[column] = [""] * len(frame)
     return pd.DataFrame(out, dtype=str)
 
 

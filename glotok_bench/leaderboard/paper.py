@@ -19,9 +19,23 @@ PAPER_FILE = "paper_numbers.csv"
 _PER_ROW = ("citation", "note")
 
 
+def parse_paper_numbers(text: str) -> list[dict[str, str]]:
+    """The file's lines as dicts; a line with more or fewer fields than the header (an
+    unquoted comma in a note) is an error, not a silently cut or shifted row."""
+    lines = list(csv.reader(text.splitlines()))
+    header, body = lines[0], lines[1:]
+    for number, fields in enumerate(body, start=2):
+        if len(fields) != len(header):
+            raise LeaderboardError(
+                f"{PAPER_FILE} line {number}: {len(fields)} fields under a {len(header)}-field header "
+                "(quote a value that holds a comma)"
+            )
+    return [dict(zip(header, fields, strict=True)) for fields in body]
+
+
 def read_paper_numbers() -> list[dict[str, str]]:
     text = resources.files("glotok_bench.leaderboard").joinpath(PAPER_FILE).read_text(encoding="utf-8")
-    return list(csv.DictReader(text.splitlines()))
+    return parse_paper_numbers(text)
 
 
 def paper_contributions(spec: TableSpec, lines: list[dict[str, str]] | None = None) -> list[Contribution]:

@@ -48,14 +48,28 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def metric_column(rows: pd.DataFrame, column: str) -> str:
+    """The CSV column holding ``column``'s numbers for these rows: ``column`` itself, or its
+    extractor-named form (``rfid@standin-randconv-v1``) where that is the one filled in."""
+    names = [c for c in rows.columns if c == column or c.startswith(f"{column}@")]
+    filled = [c for c in names if rows[c].astype(bool).any()]
+    return (filled or names or [column])[0]
+
+
+def _texts(rows: pd.DataFrame, column: str) -> list[str]:
+    return list(rows[column]) if column in rows else [""] * len(rows)
+
+
 def markdown_table(spec: TableSpec, rows: pd.DataFrame) -> str:
     """One group's rows; columns that are empty in every row are left out."""
     columns: list[tuple[str, list[str]]] = []
     for column in ["rank", *spec.keys, "training", "other_labels"]:
         columns.append((column, list(rows[column])))
     for m in spec.metrics:
-        values = [f"{v} ± {s}" if s else v for v, s in zip(rows[m.column], rows[f"{m.column}_std"], strict=True)]
-        columns.append((m.column, values))
+        name = metric_column(rows, m.column)
+        values = [f"{v} ± {s}" if s else v
+                  for v, s in zip(_texts(rows, name), _texts(rows, f"{name}_std"), strict=True)]
+        columns.append((name, values))
     for column in ("n", "citation", "note"):
         columns.append((column, list(rows[column])))
     columns = [(name, values) for name, values in columns if any(values)]
@@ -134,32 +148,45 @@ def _wrap(text: str, width: int = 48) -> str:
 def rfid_vs_lambda_hist(tables: dict[str, pd.DataFrame]) -> bytes:
     """Table 4's axis: rFID against the histogram weight, one panel per protocol group."""
     table = tables["ablation_histogram"]
-    panels = [(s, p, rows) for s, p, rows in groups(table) if rows["rfid"].astype(bool).any()]
+    panels = [(s, p, rows) for s, p, rows in groups(table) if rows[metric_column(rows, "rfid")].astype(bool).any()]
     figure, axes = _figure(len(panels))
     if not panels:
         _empty(axes[0], "no rFID recorded along lambda_hist")
     for axis, (source, protocol, rows) in zip(axes, panels, strict=False):
-        variants: dict[str, list[tuple[float, float, float]]] = {}
+        column = metric_column(rows, "rfid")
+        # One line per teacher (and everything else that tells runs apart); the runs without
+        # histogram loss have no teacher, so their point is lambda 0 of every line they fit.
+        lines: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        baselines: dict[str, list[tuple[float, float, float]]] = {}
         for _, row in rows.iterrows():
-            # No histogram supervision is weight 0, whatever lambda the config carried.
-            weight = 0.0 if row["supervision"] == "none" else _number(row["lambda_hist"])
-            value = _number(row["rfid"])
+            value, weight = _number(row[column]), _number(row["lambda_hist"])
+            off = row["supervision"] == "none" or weight == 0
+            weight = 0.0 if off else weight
             if math.isnan(weight) or math.isnan(value):
                 continue
-            name = ", ".join(v for v in (row["method"], row["residual"] and f"residual={row['residual']}",
-                                         row["training"], row["other_labels"]) if v)
-            spread = _number(row["rfid_std"])
-            variants.setdefault(name, []).append((weight, value, 0.0 if math.isnan(spread) else spread))
-        for name, points in sorted(variants.items()):
+            context = ", ".join(v for v in (row["method"], row["residual"] and f"residual={row['residual']}",
+                                            row["training"], row["other_labels"]) if v)
+            spread = _number(row[f"{column}_std"])
+            point = (weight, value, 0.0 if math.isnan(spread) else spread)
+            if off:
+                baselines.setdefault(context, []).append(point)
+            else:
+                lines.setdefault((f"teacher={row['teacher'] or '?'}", context), []).append(point)
+        for (_, context), points in lines.items():
+            points += baselines.get(context, [])
+        used = {context for _, context in lines}
+        lines.update({("no histogram loss", c): p for c, p in baselines.items() if c not in used})
+        lines = {f"{teacher}; {context}": points for (teacher, context), points in lines.items()}
+        for name, points in sorted(lines.items()):
             points.sort()
             axis.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
                           marker="o", capsize=3, label=_wrap(name, 40))
         axis.set_xscale("symlog", linthresh=1e-3)
         axis.set_xlabel("lambda_hist (0 = no histogram loss)")
-        axis.set_ylabel("rFID")
+        axis.set_ylabel(f"{column} (error bars: std over seeds)")
         axis.set_title(_wrap(f"{source}: {protocol}"), fontsize=8)
         axis.grid(True, alpha=0.3)
-        if variants:
+        if lines:
             axis.legend(fontsize=6)
     return png_bytes(figure)
 
