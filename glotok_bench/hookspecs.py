@@ -15,6 +15,8 @@ names its implementation as a ``"module:attribute"`` string that is imported onl
 the component is used, so listing plugins never imports torch. The implementation is a
 class with a nested frozen-attrs ``Config`` (every field defaulted) and is constructed as
 ``Cls(config, **context)``; the context each kind receives is documented on its hook.
+What the built instance (and its ``Config``) must provide is the kind's Protocol in
+:mod:`glotok_bench.interfaces`: the pipeline and evaluator use nothing else.
 """
 
 from __future__ import annotations
@@ -52,7 +54,11 @@ def glotok_autoencoders() -> list[Component]:
 
 @hookspec
 def glotok_quantizers() -> list[Component]:
-    """Quantizers mapping encoder features to codes. Context: ``in_channels: int``."""
+    """Quantizers mapping encoder features to codes. Context: ``in_channels: int``.
+
+    Their ``Config`` reports ``codebook_label()`` and ``semantic_dim()``
+    (:class:`glotok_bench.interfaces.QuantizerConfig`).
+    """
 
 
 @hookspec
@@ -65,7 +71,8 @@ def glotok_semantic_supervision() -> list[Component]:
     """Semantic supervision of the semantic codebook: global (histogram) or local (InfoNCE).
 
     Context: ``semantic_dim: int``, ``device``. The instance is an ``nn.Module`` with
-    ``loss(semantic_codebook, quantized_semantic, images) -> Tensor`` and ``describe()``.
+    ``loss(semantic_codebook, quantized_semantic, images) -> Tensor`` and ``describe()``;
+    the class says ``uses_teacher_codebook`` (:class:`glotok_bench.interfaces.Supervision`).
     """
 
 
@@ -73,7 +80,8 @@ def glotok_semantic_supervision() -> list[Component]:
 def glotok_teachers() -> list[Component]:
     """Teacher codebook sources for histogram relation learning. Context: none.
 
-    The instance has ``build(cache_dir, device) -> Tensor[k, d]`` (l2-normalised codes).
+    The instance has ``build(cache_dir, device) -> Tensor[k, d]`` (l2-normalised codes);
+    optional ``label``/``with_data``/``cache_file``: :class:`glotok_bench.interfaces.Teacher`.
     """
 
 
@@ -88,7 +96,11 @@ def glotok_generators() -> list[Component]:
 
 @hookspec
 def glotok_metrics() -> list[Component]:
-    """Metrics with ``update``/``merge``/``compute`` whose results carry their protocol."""
+    """Metrics with ``update``/``merge``/``compute`` whose results carry their protocol.
+
+    See :class:`glotok_bench.interfaces.Metric`: ``runs_by_default`` makes every
+    evaluation run one; ``write_artifacts(out_dir)`` writes its own files.
+    """
 
 
 @hookspec

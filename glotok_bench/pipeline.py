@@ -16,6 +16,7 @@ import attrs
 
 from glotok_bench.config import ComponentChoice, config_digest
 from glotok_bench.errors import ConfigError, GlotokError
+from glotok_bench.interfaces import teacher_label
 from glotok_bench.registry import get_registry
 from glotok_bench.runconfig import RunConfig
 
@@ -40,21 +41,22 @@ def build_dataset(config: RunConfig, split: str, *, train: bool) -> Any:
 
 
 def run_labels(config: RunConfig) -> dict[str, Any]:
-    """What a leaderboard row is called: method and the choices that distinguish it."""
+    """What a leaderboard row is called: method and the choices that distinguish it.
+
+    Each part comes from its component's interface (:mod:`glotok_bench.interfaces`), so a
+    plugin quantizer, supervision or teacher is labelled like a built-in one.
+    """
     quantizer = config.tokenizer.quantizer
-    if quantizer.name == "dual":
-        codebook = f"{quantizer.config.semantic_size}+{quantizer.config.visual_size}"
-    else:
-        codebook = str(getattr(quantizer.config, "codebook_size", "?"))
+    supervision = get_registry().load("semantic_supervision", config.supervision.name)
     supervised = config.supervision.name != "none" and config.loss.semantic_weight > 0
-    histogram = config.supervision.name == "histogram" and supervised
+    with_teacher = supervision.uses_teacher_codebook and supervised
     return {
         "method": config.method,
         "quantizer": quantizer.name,
-        "codebook": codebook,
+        "codebook": quantizer.config.codebook_label(),
         "supervision": config.supervision.name if supervised else "none",
-        "teacher": _teacher_label(config) if histogram else "-",
-        "lambda_hist": config.loss.semantic_weight if histogram else 0.0,
+        "teacher": _teacher_label(config) if with_teacher else "-",
+        "lambda_hist": config.loss.semantic_weight if with_teacher else 0.0,
         "residual": config.tokenizer.residual_head.name,
         "seed": config.train.seed,
         "steps": config.train.max_steps,
@@ -62,26 +64,12 @@ def run_labels(config: RunConfig) -> dict[str, Any]:
     }
 
 
-# Options that say where inputs live or only change speed: not part of what a teacher *is*.
-_UNLABELLED_OPTIONS = {"data_root", "weights_path", "path", "batch_size", "kmeans_batch_size"}
-
-
 def _teacher_label(config: RunConfig) -> str:
-    """e.g. ``patch-kmeans(clustering=per-class, k=252)``: the name plus every option that
-    differs from its default, so different teachers never share a leaderboard row."""
+    """A given teacher file is named by its file; a built teacher labels itself."""
     if config.supervision.config.teacher_file:
         return f"file:{Path(config.supervision.config.teacher_file).name}"
     choice = config.teacher
-    defaults = type(choice.config)()
-    changed = [
-        f"{field.name}={getattr(choice.config, field.name)}"
-        for field in attrs.fields(type(choice.config))
-        if field.name not in _UNLABELLED_OPTIONS
-        and getattr(choice.config, field.name) != getattr(defaults, field.name)
-    ]
-    if getattr(choice.config, "allow_random_init", False) and not getattr(choice.config, "weights_path", ""):
-        changed = [c for c in changed if not c.startswith("allow_random_init=")] + ["RANDOM-INIT encoder"]
-    return f"{choice.name}({', '.join(changed)})" if changed else choice.name
+    return teacher_label(choice.name, get_registry().load("teacher", choice.name), choice.config)
 
 
 # -- teacher and supervision ----------------------------------------------------------------
@@ -93,13 +81,13 @@ def build_teacher_file(config: RunConfig, train_dataset: Any, device: Any) -> Pa
     A data-driven teacher with no ``data_root`` is pointed at the training data.
     """
     choice = config.teacher
+    teacher_class = get_registry().load("teacher", choice.name)
     teacher_config = choice.config
-    if getattr(teacher_config, "data_root", None) == "":
+    with_data = getattr(teacher_class, "with_data", None)  # optional: see interfaces.Teacher
+    if with_data is not None:
         files = getattr(train_dataset, "files", None)
-        if files is None:
-            raise ConfigError(f"teacher {choice.name!r} needs teacher.data_root (an image folder)")
-        teacher_config = attrs.evolve(teacher_config, data_root=str(files.root))
-    teacher = get_registry().create("teacher", choice.name, teacher_config)
+        teacher_config = with_data(teacher_config, None if files is None else files.root)
+    teacher = teacher_class(teacher_config)
     cache_dir = cache_root(config)  # teachers add their own "teachers/" folder
     codes = teacher.build(cache_dir, device)
     if hasattr(teacher, "cache_file"):
@@ -122,29 +110,31 @@ def build_supervision(config: RunConfig, train_dataset: Any, device: Any) -> Any
     if choice.name == "none" or config.loss.semantic_weight == 0:
         return None
     options = choice.config
-    if choice.name == "histogram" and not options.teacher_file:
+    registry = get_registry()
+    if registry.load("semantic_supervision", choice.name).uses_teacher_codebook and not options.teacher_file:
         options = attrs.evolve(options, teacher_file=str(build_teacher_file(config, train_dataset, device)))
-    quantizer = config.tokenizer.quantizer.config
-    semantic_dim = getattr(quantizer, "code_dim", None)
-    return get_registry().create("semantic_supervision", choice.name, options, semantic_dim=semantic_dim,
-                                 device=device)
+    semantic_dim = config.tokenizer.quantizer.config.semantic_dim()
+    return registry.create("semantic_supervision", choice.name, options, semantic_dim=semantic_dim, device=device)
 
 
 # -- stages ------------------------------------------------------------------------------
 
 
 def train_tokenizer(config: RunConfig, run_dir: Path, *, resume: bool = True) -> dict[str, Any]:
-    from glotok_bench.device import pick_device
+    from glotok_bench.device import distributed_context, pick_device, rank_zero_first
     from glotok_bench.train.trainer import train
 
-    device = pick_device(config.device)
+    # Join the process group and pin this rank's GPU first: supervision and teacher are
+    # built on the device they are given, which must be this rank's, not cuda:0.
+    _rank, _world_size, device = distributed_context(pick_device(config.device))
     dataset = build_dataset(config, config.data.train_split, train=True)
-    supervision = build_supervision(config, dataset, device)
-    results = train(
+    with rank_zero_first():  # rank 0 builds (and caches) the teacher; the others read it
+        supervision = build_supervision(config, dataset, device)
+    summary = train(
         config.tokenizer, config.loss, config.train, dataset,
         run_dir=run_dir, device=str(device), supervision=supervision, resume=resume,
     )
-    return {"results": results, "labels": run_labels(config)}
+    return {"results": summary.as_record(), "labels": run_labels(config), "no_op": _ran_no_step(summary)}
 
 
 def evaluate_tokenizer_checkpoint(
@@ -163,7 +153,9 @@ def evaluate_tokenizer_checkpoint(
     )
     info = dict(result.info)
     info["checkpoint"] = str(checkpoint)
-    info["weights"] = weights
+    # What was evaluated: a checkpoint without EMA weights is read as trained, even when
+    # "ema" was asked for.
+    info["weights"] = "ema" if weights == "ema" and _payload.get("ema") is not None else "model"
     return {"metrics": result.metrics, "results": info}
 
 
@@ -181,12 +173,18 @@ def tokenize(config: RunConfig, checkpoint: str | Path, out_dir: Path) -> dict[s
     return {"results": {"tokens": str(out_dir), "count": manifest.get("count")}}
 
 
+def _ran_no_step(summary: Any) -> bool:
+    """A resumed run that was already at max_steps: its earlier record says more than this one."""
+    steps = summary.get("steps_run") if isinstance(summary, dict) else getattr(summary, "steps_run", None)
+    return steps == 0
+
+
 def train_generator_stage(config: RunConfig, token_dir: Path, run_dir: Path, *, resume: bool = True) -> dict[str, Any]:
     from glotok_bench.generators.train import train_generator
 
-    results = train_generator(config.generator, token_dir, run_dir, resume=resume)
+    summary = train_generator(config.generator, token_dir, run_dir, resume=resume)
     labels = {"generator": config.generator.generator.name}
-    return {"results": results, "labels": labels}
+    return {"results": summary.as_record(), "labels": labels, "no_op": _ran_no_step(summary)}
 
 
 def evaluate_generator(
@@ -195,23 +193,25 @@ def evaluate_generator(
     from glotok_bench.device import pick_device
     from glotok_bench.eval.samples import evaluate_samples
     from glotok_bench.generators.generate import generate_to_dir
+    from glotok_bench.generators.options import SamplingOptions
 
     generation = config.generation
     device = pick_device(config.device)
     produced = generate_to_dir(
         generator_checkpoint, out_dir, tokenizer_checkpoint=tokenizer_checkpoint,
-        per_class=generation.per_class, cfg_scale=generation.cfg_scale, temperature=generation.temperature,
-        top_k=generation.top_k, top_p=generation.top_p, seed=generation.seed,
+        per_class=generation.per_class, options=SamplingOptions.of(generation),
         batch_size=generation.batch_size, device=str(device),
     )
     reference = build_dataset(config, generation.reference_split, train=False)
+    # The scale actually used: unset in the config, it is the generator preset's.
     protocol = {**produced["protocol"], "samples_per_class": generation.per_class,
-                "cfg_scale": generation.cfg_scale}
+                "cfg_scale": produced["protocol"]["sampling"]["cfg_scale"]}
     metrics = evaluate_samples(
         produced["npz"], reference, fid=generation.fid, inception_score=generation.inception_score,
         device=device, batch_size=config.data.eval_batch_size, sampling_protocol=protocol,
     )
-    return {"metrics": metrics, "results": {"samples": str(produced["npz"]), "grid": str(produced["grid"])}}
+    return {"metrics": metrics, "results": {"samples": str(produced["npz"]), "grid": str(produced["grid"]),
+                                            "sampling": produced["protocol"]["sampling"]}}
 
 
 # -- grid step adapters ------------------------------------------------------------------

@@ -32,20 +32,28 @@ from glotok_bench.eval.lpips_metric import LPIPSMetric
 from glotok_bench.eval.pixel import PSNR, SSIM
 from glotok_bench.eval.uniformity import LatentUniformity
 from glotok_bench.eval.usage import CodebookUsage
+from glotok_bench.interfaces import write_metric_artifacts
 
 SAMPLES_PNG = "reconstructions.png"
 FIG4_PNG = "fig4_retention.png"
-UNIFORMITY_JSON = "uniformity.json"
-UNIFORMITY_PNG = "uniformity_tsne.png"
 
 
-def _plugin_metric_config(name: str, options: Mapping[str, Any]) -> Any:
-    """The typed ``Config`` of registered metric ``name`` built from its options table."""
+METRIC_NAME = "glotok_metric_name"  # field metadata: the registered metric a field configures
+
+
+def metric_options(name: str, default: Any) -> Any:
+    """An :class:`EvalOptions` field holding registered metric ``name``'s ``Config``."""
+    return attrs.field(default=default, metadata={METRIC_NAME: name})
+
+
+def _plugin_metric_config(name: str, options: Any) -> Any:
+    """The typed ``Config`` of registered metric ``name`` from its options table (``true``:
+    its defaults)."""
     from glotok_bench.config import structure
     from glotok_bench.registry import get_registry
 
     config_class = get_registry().config_class("metric", name)
-    return structure(config_class, dict(options), source=f"eval.extra_metrics.{name}")
+    return structure(config_class, {} if options is True else dict(options), source=f"eval.extra_metrics.{name}")
 
 
 def _check_extra_metrics(_instance: Any, _attribute: attrs.Attribute, value: Mapping[str, Any]) -> None:
@@ -54,33 +62,74 @@ def _check_extra_metrics(_instance: Any, _attribute: attrs.Attribute, value: Map
 
     for name, options in value.items():
         try:
-            _plugin_metric_config(name, options)
+            if options is not False:
+                _plugin_metric_config(name, options)
         except GlotokError as exc:
             raise ValueError(str(exc)) from None
 
 
 @attrs.frozen(kw_only=True)
 class EvalOptions:
-    """Which metrics run (a ``None`` config switches one off) and what gets written."""
+    """Which metrics run (a ``None`` config switches one off) and what gets written.
 
-    fid: FrechetDistance.Config | None = FrechetDistance.Config()
+    Metrics come from the registry. The fields below are the options of the built-in ones
+    (as configs have always spelled them); any other registered metric runs when
+    ``extra_metrics`` names it, or by default when its class says ``runs_by_default``.
+    """
+
+    fid: FrechetDistance.Config | None = metric_options("fid", FrechetDistance.Config())
     # "ris": IS of reconstructions; plain "is" is reserved for generated samples (Table 2).
-    inception_score: InceptionScore.Config | None = InceptionScore.Config(label="ris")
-    psnr: PSNR.Config | None = PSNR.Config()
-    ssim: SSIM.Config | None = SSIM.Config()
-    lpips: LPIPSMetric.Config | None = LPIPSMetric.Config()
+    inception_score: InceptionScore.Config | None = metric_options(
+        "inception-score", InceptionScore.Config(label="ris")
+    )
+    psnr: PSNR.Config | None = metric_options("psnr", PSNR.Config())
+    ssim: SSIM.Config | None = metric_options("ssim", SSIM.Config())
+    lpips: LPIPSMetric.Config | None = metric_options("lpips", LPIPSMetric.Config())
     lpips_required: bool = False  # False: missing LPIPS weights skip LPIPS (and say so)
-    usage: CodebookUsage.Config | None = CodebookUsage.Config()
-    uniformity: LatentUniformity.Config | None = LatentUniformity.Config()
+    usage: CodebookUsage.Config | None = metric_options("codebook-usage", CodebookUsage.Config())
+    uniformity: LatentUniformity.Config | None = metric_options("uniformity", LatentUniformity.Config())
     sample_images: int = 8  # originals over reconstructions in reconstructions.png; 0: none
     fig4: RetentionConfig | None = RetentionConfig()
     fig4_images: int = 4
     progress: bool = True
-    # Registered metric plugins to run as well: {name: options}, e.g. in TOML
+    # Other registered metrics: {name: options}, e.g. in TOML
     # [eval.extra_metrics.my-metric]  threshold = 0.5
-    extra_metrics: dict[str, dict[str, Any]] = attrs.field(
+    # or `my-metric = true` (its defaults) / `= false` (off, for one that runs by default).
+    extra_metrics: dict[str, dict[str, Any] | bool] = attrs.field(
         factory=dict, validator=_check_extra_metrics, hash=False
     )
+
+    def metric_configs(self, registry: Any) -> tuple[dict[str, tuple[str, Any]], dict[str, str]]:
+        """{key: (registered name, Config)} of the metrics to run, in a fixed order, and
+        {key: why skipped} for those switched off. Keys: the field name of a built-in's
+        options, else ``plugin:NAME``."""
+        chosen: dict[str, tuple[str, Any]] = {}
+        skipped: dict[str, str] = {}
+        configured = set()
+        for field in attrs.fields(type(self)):
+            name = field.metadata.get(METRIC_NAME)
+            if name is None:
+                continue
+            configured.add(name)
+            config = getattr(self, field.name)
+            if config is None:
+                skipped[field.name] = "switched off"
+            else:
+                chosen[field.name] = (name, config)
+        for name in registry.names("metric"):
+            if name in configured:
+                continue
+            options = self.extra_metrics.get(name)
+            if options is None and getattr(registry.load("metric", name), "runs_by_default", False):
+                options = True
+            if options is None or options is False:
+                continue
+            chosen[f"plugin:{name}"] = (name, _plugin_metric_config(name, options))
+        # Named but not registered: let the registry say so (with a did-you-mean).
+        for name in self.extra_metrics:
+            if name not in configured and name not in registry.names("metric"):
+                registry.get("metric", name)
+        return chosen, skipped
 
 
 @attrs.define
@@ -92,17 +141,6 @@ class EvalResult:
         return {"metrics": self.metrics, "info": self.info}
 
 
-_METRIC_CLASSES = {
-    "fid": FrechetDistance,
-    "inception_score": InceptionScore,
-    "psnr": PSNR,
-    "ssim": SSIM,
-    "lpips": LPIPSMetric,
-    "usage": CodebookUsage,
-    "uniformity": LatentUniformity,
-}
-
-
 def build_metrics(
     options: EvalOptions,
     *,
@@ -110,33 +148,25 @@ def build_metrics(
     data_protocol: Mapping[str, Any],
     codebook_sizes: Mapping[str, int],
 ) -> tuple[dict[str, Metric], dict[str, str]]:
-    """The metrics ``options`` switches on (built-in, then ``extra_metrics`` plugins from the
-    registry), and {name: why skipped} for the built-in ones switched off."""
+    """The metrics ``options`` switches on, each built by the registry from its ``Config``
+    and the evaluation context, and {key: why skipped} for those switched off."""
+    from glotok_bench.registry import get_registry
+
+    registry = get_registry()
     context = {
         "device": device,
         "data_protocol": dict(data_protocol),
         "codebook_sizes": dict(codebook_sizes),
     }
+    chosen, skipped = options.metric_configs(registry)
     metrics: dict[str, Metric] = {}
-    skipped: dict[str, str] = {}
-    for name, cls in _METRIC_CLASSES.items():
-        config = getattr(options, name)
-        if config is None:
-            skipped[name] = "switched off"
-            continue
+    for key, (name, config) in chosen.items():
         try:
-            metrics[name] = cls(config, **context)
+            metrics[key] = registry.create("metric", name, config, **context)
         except MissingWeightsError as exc:
-            if name != "lpips" or options.lpips_required:
+            if key != "lpips" or options.lpips_required:
                 raise
-            skipped[name] = str(exc)
-    if options.extra_metrics:
-        from glotok_bench.registry import get_registry
-
-        registry = get_registry()
-        for name, raw in options.extra_metrics.items():
-            config = _plugin_metric_config(name, raw)
-            metrics[f"plugin:{name}"] = registry.create("metric", name, config, **context)
+            skipped[key] = str(exc)
     return metrics, skipped
 
 
@@ -232,18 +262,9 @@ def evaluate_tokenizer(
         compute_seconds[name] = time.perf_counter() - tick
 
     artifacts = {}
-    uniformity = {k: v for k, v in results.items() if k.startswith("uniformity/")}
-    if out_dir is not None and uniformity:
-        from glotok_bench.atomic import atomic_write_json
-        from glotok_bench.eval.uniformity import save_uniformity_plot
-
-        artifacts["uniformity_json"] = str(atomic_write_json(Path(out_dir) / UNIFORMITY_JSON, uniformity))
-        embedding = getattr(metrics.get("uniformity"), "first_embedding", None)
-        if embedding is not None:
-            density_cv = uniformity["uniformity/density_cv"]["value"]
-            path = save_uniformity_plot(embedding, Path(out_dir) / UNIFORMITY_PNG,
-                                        f"t-SNE of semantic latents (repeat 1), density CV {density_cv:.3f}")
-            artifacts["uniformity_png"] = str(path)
+    if out_dir is not None:
+        for metric_object in metrics.values():
+            artifacts.update(write_metric_artifacts(metric_object, Path(out_dir)))
     if out_dir is not None and kept_real:
         real, fake = torch.cat(kept_real), torch.cat(kept_fake)
         if sample_images > 0:

@@ -33,6 +33,8 @@ from glotok_bench.eval.batch import EvalBatch
 from glotok_bench.records import metric
 
 UNIFORMITY_METRICS = ("density_cv", "normalized_entropy", "gini")
+UNIFORMITY_JSON = "uniformity.json"
+UNIFORMITY_PNG = "uniformity_tsne.png"
 LATENT_SOURCES = ("quantized", "with_residual", "continuous")
 
 
@@ -273,7 +275,7 @@ class LatentUniformity:
                 max_iter=self.config.tsne_iterations,
             )
             if r == 0:
-                self.first_embedding = embedding  # for the evaluator's scatter plot
+                self._first_embedding = embedding  # for write_artifacts' scatter plot
             runs.append(density_uniformity(embedding))
         points = int(self.sampler.vectors[0].shape[0])
         protocol = {
@@ -304,7 +306,23 @@ class LatentUniformity:
             results[f"uniformity/{name}_std"] = metric(
                 spread, {**protocol, "definition": "sample std over repeats"}
             )
+        self._results = results
         return results
+
+    def write_artifacts(self, out_dir: Path) -> dict[str, str]:
+        """After :meth:`compute`: the results as ``uniformity.json`` and the first repeat's
+        t-SNE points coloured by density as ``uniformity_tsne.png``."""
+        from glotok_bench.atomic import atomic_write_json
+
+        results = getattr(self, "_results", None)
+        if not results:
+            return {}
+        artifacts = {"uniformity_json": str(atomic_write_json(Path(out_dir) / UNIFORMITY_JSON, results))}
+        density_cv = results["uniformity/density_cv"]["value"]
+        path = save_uniformity_plot(self._first_embedding, Path(out_dir) / UNIFORMITY_PNG,
+                                    f"t-SNE of semantic latents (repeat 1), density CV {density_cv:.3f}")
+        artifacts["uniformity_png"] = str(path)
+        return artifacts
 
 
 def save_uniformity_plot(embedding: np.ndarray, path: str | Path, title: str) -> Path:

@@ -11,8 +11,8 @@ Layout (tensors and plain data only, so ``torch.load(..., weights_only=True)`` r
     step: int                  train_config: plain dict
     training: optimiser, RNG and log state or None
 
-A generator is rebuilt by name: the registry first, then the built-in presets, so a
-checkpoint of a plugin's generator loads wherever that plugin is installed.
+A generator is rebuilt by name through the registry, so a checkpoint of a plugin's
+generator loads wherever that plugin is installed.
 """
 
 from __future__ import annotations
@@ -31,23 +31,17 @@ from glotok_bench.checkpoint_format import (
     cpu_state,
     read_envelope,
 )
-from glotok_bench.errors import CheckpointError, GlotokError, RegistryError
+from glotok_bench.errors import CheckpointError, GlotokError
 
 FORMAT = "glotok-bench/generator"
 VERSION = 1
 
 
 def generator_class(name: str, registry: Any = None) -> type[nn.Module]:
-    """The class registered as generator ``name``, falling back to the built-in presets."""
-    from glotok_bench.generators.presets import PRESETS
+    """The class registered as generator ``name`` (built-in presets are registered too)."""
     from glotok_bench.registry import get_registry
 
-    try:
-        return (registry or get_registry()).load("generator", name)
-    except RegistryError:
-        if name in PRESETS:
-            return PRESETS[name].cls
-        raise
+    return (registry or get_registry()).load("generator", name)
 
 
 def build_generator(

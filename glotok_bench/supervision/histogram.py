@@ -30,6 +30,8 @@ from glotok_bench.teachers.checkpoint import read_tensor
 class HistogramSupervision(nn.Module):
     """``histogram``: ``L_hist = KL(P_teacher || P_semantic codebook)`` (Eq. 4-7)."""
 
+    uses_teacher_codebook = True  # glotok_bench.interfaces.Supervision
+
     @attrs.frozen(kw_only=True)
     class Config:
         teacher_file: str = ""  # teacher codebook file (.safetensors / .pt)

@@ -37,6 +37,8 @@ class SemanticHead(nn.Module):
 class LocalInfoNCESupervision(nn.Module):
     """``local-infonce``: InfoNCE between a head on the semantic features and a frozen teacher."""
 
+    uses_teacher_codebook = False  # glotok_bench.interfaces.Supervision
+
     @attrs.frozen(kw_only=True)
     class Config:
         backbone: Literal["clip", "dinov2"] = "clip"

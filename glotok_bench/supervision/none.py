@@ -12,6 +12,8 @@ from torch import nn
 class NoSupervision(nn.Module):
     """``none``: contributes nothing to the objective."""
 
+    uses_teacher_codebook = False  # glotok_bench.interfaces.Supervision
+
     @attrs.frozen(kw_only=True)
     class Config:
         pass

@@ -35,6 +35,16 @@ _SPEED_ONLY_FIELDS = ("batch_size",)
 class FeatureKMeansTeacher(CachedTeacher):
     """Shared pipeline; subclasses fix the encoder family and its defaults."""
 
+    clusters_images = True
+
+    @classmethod
+    def _label_options(cls, config: Any) -> list[str]:
+        changed = super()._label_options(config)
+        # A random encoder gives relations without meaning: say so loudly in the row label.
+        if getattr(config, "allow_random_init", False) and not getattr(config, "weights_path", ""):
+            changed = [c for c in changed if not c.startswith("allow_random_init=")] + ["RANDOM-INIT encoder"]
+        return changed
+
     def spec(self, cache_dir: Path) -> dict[str, Any]:
         config = self.config
         if not config.data_root:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 
 def standalone_registry():
-    """A registry holding only the built-in tokenizer plugins, without other entry points.
+    """A registry holding only the built-in tokenizer and generator plugins, without other
+    entry points.
 
     For tests and benchmarks that must not depend on which third-party plugins are
     installed; runs should use ``glotok_bench.registry.get_registry()``.
@@ -19,6 +20,6 @@ def standalone_registry():
     from glotok_bench.registry import Registry, new_plugin_manager
 
     plugin_manager = new_plugin_manager()
-    for name in ("autoencoders", "quantizers", "residual_heads"):
+    for name in ("autoencoders", "quantizers", "residual_heads", "generators"):
         plugin_manager.register(importlib.import_module(f"glotok_builtin.{name}"), name=f"builtin-{name}")
     return Registry(plugin_manager)
