@@ -21,6 +21,7 @@ import attrs
 
 from glotok_bench.atomic import atomic_write_bytes
 from glotok_bench.leaderboard import render
+from glotok_bench.leaderboard.claims import claims_table
 from glotok_bench.leaderboard.collect import Collection, collect
 from glotok_bench.leaderboard.extract import Contribution
 from glotok_bench.leaderboard.paper import paper_contributions
@@ -258,6 +259,7 @@ class Outcome:
     written: list[Path]
 
 
+CLAIMS_FILE = "claims.csv"
 # Fresh runs, plus the committed records behind the committed CPU-scale results.
 DEFAULT_RECORDS = ("runs", "leaderboards/records")
 
@@ -272,9 +274,11 @@ def regenerate(
         frame = aggregate(spec, paper_contributions(spec) + collection.contributions[spec.name])
         tables[spec.name] = format_table(spec, frame)
     files: dict[str, bytes] = {f"{name}.csv": csv_bytes(table) for name, table in tables.items()}
+    claims = claims_table(collection)
+    files[CLAIMS_FILE] = csv_bytes(claims)
     for name, render_plot in render.PLOTS.items():
         files[name] = render_plot(tables)
-    files["README.md"] = render.readme(tables, collection, plots=list(render.PLOTS)).encode("utf-8")
+    files["README.md"] = render.readme(tables, collection, plots=list(render.PLOTS), claims=claims).encode("utf-8")
     out = Path(out)
     written = [atomic_write_bytes(out / name, data) for name, data in sorted(files.items())]
     return Outcome(collection, tables, written)

@@ -217,6 +217,8 @@ class Contribution:
     run_id: str = ""
     citation: str = ""
     note: str = ""
+    # Every label of the run under its leaderboard name (claims.csv pairs arms on them).
+    labels: dict[str, str] = attrs.field(factory=dict)
 
 
 def record_contributions(spec: TableSpec, record: Mapping[str, Any], path: str) -> list[Contribution]:
@@ -231,4 +233,5 @@ def record_contributions(spec: TableSpec, record: Mapping[str, Any], path: str) 
     keys = {k: labels.get(k, "") for k in spec.keys}
     training = training_text(record, labels)
     rest = other_labels(spec, labels)
-    return [Contribution("measured", keys, training, rest, row, run_id=str(record["run_id"])) for row in rows]
+    return [Contribution("measured", keys, training, rest, row, run_id=str(record["run_id"]), labels=labels)
+            for row in rows]

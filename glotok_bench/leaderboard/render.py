@@ -30,7 +30,11 @@ Rows are grouped by source (`paper` or `measured`) and protocol (data, split, sa
 resolution, feature extractor); `rank` is computed inside one group only. A stand-in
 extractor's rFID is not comparable with an Inception rFID, and our short CPU runs are not
 comparable with the paper's, so they are never ranked together. Measured rows average the
-seeds of one variant: `x ± s` is the mean and sample standard deviation over `n` runs.
+seeds of one variant: `x ± s` is the mean and sample standard deviation over `n` runs, and
+the CSVs' `<metric>_ci95` is the half-width of the 95% t-interval of that mean
+(t(0.975, n-1) * s / sqrt(n); blank for a single run). FID and IS columns carry their
+extractor: `rfid` is torch-fidelity's Inception graph, `rfid@standin-randconv-v1` the
+weight-free stand-in, whose numbers are not FIDs in the literature's sense.
 """
 
 
@@ -102,8 +106,13 @@ def _records_section(collection: Collection) -> str:
     return "\n".join(lines)
 
 
-def readme(tables: dict[str, pd.DataFrame], collection: Collection, plots: list[str]) -> str:
+def readme(tables: dict[str, pd.DataFrame], collection: Collection, plots: list[str],
+           claims: pd.DataFrame | None = None) -> str:
+    from glotok_bench.leaderboard.claims import claims_markdown
+
     parts = [_HEADER, _records_section(collection)]
+    if claims is not None:
+        parts.append(claims_markdown(claims))
     for spec in TABLES:
         table = tables[spec.name]
         parts.append(f"## {spec.title}\n\n{spec.description} Data: [`{spec.name}.csv`]({spec.name}.csv).")

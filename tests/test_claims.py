@@ -1,0 +1,125 @@
+"""claims.csv (a verdict per paper claim from seeds) and the grid's ``seeds`` key."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import attrs
+import pytest
+from test_leaderboard import SFID, recon_metrics, write_record
+
+from glotok_bench.errors import ConfigError
+from glotok_bench.grid.spec import expand, load_grid
+from glotok_bench.leaderboard.build import regenerate
+from glotok_bench.leaderboard.claims import MIN_SEEDS
+
+HIST = {"supervision": "histogram", "lambda_hist": 0.01, "residual": "none", "teacher": "patch-kmeans"}
+NONE = {"supervision": "none", "lambda_hist": 0.0, "residual": "none", "teacher": "-"}
+
+
+def _arms(root: Path, hist: list[float], none: list[float], *, prefix: str = "") -> None:
+    for seed, rfid in enumerate(hist):
+        write_record(root, f"{prefix}h{seed}", labels={**HIST, "seed": seed}, metrics=recon_metrics(rfid))
+    for seed, rfid in enumerate(none):
+        write_record(root, f"{prefix}n{seed}", labels={**NONE, "seed": seed}, metrics=recon_metrics(rfid))
+
+
+def _claim(out: Path, claim: str, metric: str) -> list[dict[str, str]]:
+    rows = list(csv.DictReader(io.StringIO((out / "claims.csv").read_text(encoding="utf-8"))))
+    return [r for r in rows if r["claim"] == claim and r["metric"] == metric]
+
+
+TABLE4 = "histogram relation loss improves reconstruction"
+
+
+def test_verdicts_follow_the_interval_and_need_five_seeds(tmp_path):
+    from scipy import stats
+
+    hist, none = [7.0, 7.2, 7.1, 6.9, 7.3], [8.0, 8.3, 8.1, 7.9, 8.2]
+    _arms(tmp_path / "better", hist, none)
+    regenerate(tmp_path / "better", tmp_path / "lb1")
+    [row] = _claim(tmp_path / "lb1", TABLE4, SFID)
+    expected = stats.ttest_ind(hist, none, equal_var=False).confidence_interval(0.95)
+    assert (row["n_a"], row["n_b"], row["better"], row["verdict"]) == ("5", "5", "lower", "supports")
+    assert float(row["diff"]) == pytest.approx(-1.0, abs=1e-3)
+    assert float(row["ci_low"]) == pytest.approx(expected.low, rel=1e-3)
+    assert float(row["ci_high"]) == pytest.approx(expected.high, rel=1e-3)
+    assert row["run_ids_a"] == "h0 h1 h2 h3 h4" and "teacher=patch-kmeans" in row["arm_a"]
+
+    _arms(tmp_path / "worse", none, hist)  # the histogram arm is now the worse one
+    regenerate(tmp_path / "worse", tmp_path / "lb2")
+    assert _claim(tmp_path / "lb2", TABLE4, SFID)[0]["verdict"] == "contradicts"
+
+    # Overlapping arms: the interval holds 0.
+    _arms(tmp_path / "noise", [7.0, 8.0, 7.5, 7.2, 7.9], [7.4, 7.6, 7.1, 8.1, 7.7])
+    regenerate(tmp_path / "noise", tmp_path / "lb3")
+    assert _claim(tmp_path / "lb3", TABLE4, SFID)[0]["verdict"] == "undecided"
+
+    # The same clear gap from fewer seeds than MIN_SEEDS is not called.
+    _arms(tmp_path / "few", hist[: MIN_SEEDS - 2], none[: MIN_SEEDS - 2])
+    regenerate(tmp_path / "few", tmp_path / "lb4")
+    [row] = _claim(tmp_path / "lb4", TABLE4, SFID)
+    assert row["verdict"] == "undecided" and f"fewer than {MIN_SEEDS} seeds" in row["method"]
+    assert row["ci_low"] and row["ci_high"]  # the interval is still reported
+
+
+def test_arms_pair_only_under_one_protocol_and_claims_without_runs_still_get_a_row(tmp_path):
+    root = tmp_path / "runs"
+    _arms(root, [7.0] * 5, [8.0] * 5)
+    # Another dataset size: its runs must not join the 168-image arms.
+    for seed in range(5):
+        write_record(root, f"other{seed}", labels={**NONE, "seed": seed}, metrics=recon_metrics(1.0, count=32))
+    regenerate(root, tmp_path / "lb")
+    rows = _claim(tmp_path / "lb", TABLE4, SFID)
+    assert [(r["n_a"], r["n_b"], r["mean_b"]) for r in rows] == [("5", "5", "8.000")]
+    uniformity = _claim(tmp_path / "lb", "histogram supervision makes the semantic latents more uniform than none",
+                        "density_cv")
+    assert [(r["n_a"], r["verdict"]) for r in uniformity] == [("0", "undecided")]
+
+
+def test_claims_regenerate_byte_identically(tmp_path):
+    _arms(tmp_path / "runs", [7.0, 7.2, 7.1, 6.9, 7.3], [8.0, 8.3, 8.1, 7.9, 8.2])
+    regenerate(tmp_path / "runs", tmp_path / "a")
+    regenerate(tmp_path / "runs", tmp_path / "b")
+    assert (tmp_path / "a" / "claims.csv").read_bytes() == (tmp_path / "b" / "claims.csv").read_bytes()
+    assert "## Claims of the paper" in (tmp_path / "a" / "README.md").read_text(encoding="utf-8")
+
+
+# -- seeds in a grid ---------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class _Train:
+    seed: int = 0
+    lr: float = 0.1
+
+
+@attrs.frozen(kw_only=True)
+class _Run:
+    name: str = "tiny"
+    train: _Train = attrs.Factory(_Train)
+
+
+def _grid(tmp_path: Path, body: str) -> Path:
+    (tmp_path / "base.toml").write_text('name = "tiny"\n')
+    path = tmp_path / "grid.toml"
+    path.write_text(f'name = "g"\nbase = "base.toml"\n{body}\n')
+    return path
+
+
+def test_seeds_run_every_variant_n_times(tmp_path):
+    cells = expand(load_grid(_grid(tmp_path, 'seeds = 3\n[axes]\n"train.lr" = [0.1, 0.2]')), _Run, tmp_path)
+    assert [(c.config["train"]["lr"], c.config["train"]["seed"]) for c in cells] == [
+        (lr, seed) for lr in (0.1, 0.2) for seed in range(3)
+    ]
+    assert len({c.cell_id for c in cells}) == 6
+    listed = expand(load_grid(_grid(tmp_path, "seeds = [4, 9]")), _Run, tmp_path)
+    assert [c.config["train"]["seed"] for c in listed] == [4, 9]
+
+
+@pytest.mark.parametrize("body", ['seeds = 2\n[axes]\n"train.seed" = [0, 1]', "seeds = 0", 'seeds = "5"', "seeds = [1, 1]"])
+def test_bad_seeds_are_refused(tmp_path, body):
+    with pytest.raises(ConfigError, match="seeds"):
+        load_grid(_grid(tmp_path, body))
