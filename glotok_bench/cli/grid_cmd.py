@@ -8,9 +8,10 @@ import click
 
 
 @click.command("run-grid")
-@click.argument("grid", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--runs", "runs_root", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
-              show_default=True, help="Where cell folders and run records go.")
+@click.argument("grid", type=click.Path(dir_okay=False, path_type=Path))  # or a packaged grid's name
+@click.option("--runs", "runs_root", default="runs", show_default=True,
+              help="Where cell folders and run records go: a folder or a store URI (s3://bucket/runs, "
+                   "gs://...; S3 endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).")
 @click.option("--executor", type=click.Choice(["ray", "serial"]), default="ray", show_default=True,
               help="ray: cells as Ray Tune trials (local Ray, or --address); serial: in this process.")
 @click.option("--address", default=None, envvar="RAY_ADDRESS",
@@ -19,7 +20,7 @@ import click
               default=Path("leaderboards"), show_default=True, help="Regenerated from all records under --runs.")
 @click.option("--no-leaderboard", is_flag=True, help="Do not regenerate the leaderboards afterwards.")
 @click.pass_context
-def run_grid_command(ctx: click.Context, grid: Path, runs_root: Path, executor: str, address: str | None,
+def run_grid_command(ctx: click.Context, grid: Path, runs_root: str, executor: str, address: str | None,
                      leaderboard_dir: Path, no_leaderboard: bool) -> None:
     """Run every cell of GRID (a TOML grid spec); finished cells are skipped."""
     from glotok_bench.grid.runner import run_grid
@@ -33,6 +34,6 @@ def run_grid_command(ctx: click.Context, grid: Path, runs_root: Path, executor: 
     if not no_leaderboard:
         from glotok_bench.leaderboard.cli import regenerate
 
-        ctx.invoke(regenerate, records=(runs_root, Path("leaderboards/records")), out=leaderboard_dir)
+        ctx.invoke(regenerate, records=(runs_root, "leaderboards/records"), out=leaderboard_dir)
     if failed:
         raise SystemExit(1)

@@ -2,14 +2,15 @@
 
 Both executors take the same cells and the same ``run_cell`` and return the cells'
 records, so a grid gives the same records whichever ran it. Ray adds per-cell CPU/GPU
-resources, retries of failed cells and a cluster (``address``) to run on.
+resources, retries of failed cells and a cluster (``address``) to run on. Records are read
+from the cells' store, never from a worker's disk.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import click
@@ -17,7 +18,7 @@ import click
 from glotok_bench.errors import ConfigError
 from glotok_bench.grid.spec import Cell
 
-CellRunner = Callable[[Cell], dict[str, Any]]
+CellRunner = Callable[..., dict[str, Any]]  # (cell, *, report=None) -> record
 
 
 class Progress:
@@ -69,26 +70,35 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, *, address: str | None, cpus: float, gpus: float, max_retries: int, storage: Path):
+    def __init__(self, *, address: str | None, cpus: float, gpus: float, max_retries: int, storage: str,
+                 workers: int = 1, runtime_env: dict[str, Any] | None = None,
+                 echo: Callable[[str], None] = click.echo):
         self.address = address or os.environ.get("RAY_ADDRESS")
-        self.cpus, self.gpus, self.max_retries = cpus, gpus, max_retries
-        self.storage = storage.resolve()
+        self.cpus, self.gpus, self.max_retries, self.workers = cpus, gpus, max_retries, workers
+        self.storage = storage  # Tune's storage_path: a local folder or a URI, in the grid's store
+        self.runtime_env = runtime_env or {}
+        self.echo = echo
 
     def run(self, cells: Sequence[Cell], run_cell: CellRunner, progress: Progress) -> list[dict[str, Any]]:
         import ray
         from ray import tune
 
         if not ray.is_initialized():
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if self.runtime_env:
+                options["runtime_env"] = self.runtime_env
             if self.address:
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+                ray.init(address=self.address, **options)
             else:
-                ray.init(include_dashboard=False, log_to_driver=False)
+                self._say_if_not_joining()
+                # "local": a fresh local Ray, never the cluster named in the address file.
+                ray.init(address="local", **options)
         self._check_resources(ray.cluster_resources())
         by_id = {cell.cell_id: cell for cell in cells}
 
         def trainable(params: dict[str, Any]) -> None:
             cell = params["cell"]
-            record = run_cell(cell)
+            record = run_cell(cell, report=tune.report)
             if record.get("status") != "ok":
                 # Raising lets Tune retry the cell; the record keeps the traceback.
                 raise RuntimeError(f"cell {cell.cell_id} failed: {record.get('error', {}).get('message')}")
@@ -106,14 +116,16 @@ class RayExecutor:
                 cell = trial.config["cell"]
                 progress.finished(cell, _read_cell_record(cell))
 
-        resources = {"cpu": self.cpus, "gpu": self.gpus}
+        # A multi-worker cell's training runs in Ray Train workers that reserve the cell's
+        # resources themselves; the trial only coordinates (and runs evaluation) on one CPU.
+        resources = {"cpu": self.cpus, "gpu": self.gpus} if self.workers == 1 else {"cpu": 1, "gpu": 0}
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
             param_space={"cell": tune.grid_search(list(by_id.values()))},
             tune_config=tune.TuneConfig(reuse_actors=False),
             run_config=tune.RunConfig(
                 name=f"grid-{cells[0].grid}" if cells else "grid",
-                storage_path=str(self.storage),
+                storage_path=self.storage,
                 failure_config=tune.FailureConfig(max_failures=self.max_retries),
                 callbacks=[_ProgressCallback()],
                 verbose=0,
@@ -122,9 +134,25 @@ class RayExecutor:
         tuner.fit()
         return [_read_cell_record(cell) for cell in cells]
 
+    def _say_if_not_joining(self) -> None:
+        """Ray's own default would join the cluster named in its address file, and hang or
+        fail when that head is dead. We start a fresh local Ray instead and say why."""
+        from ray._private.utils import get_ray_address_file, read_ray_address
+
+        named = read_ray_address()
+        if not named:
+            return
+        host, _, port = named.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                state = "a Ray head answers there; pass --address to use it"
+        except (OSError, ValueError):
+            state = "no Ray head answers there (stale file)"
+        self.echo(f"not joining {named} from {get_ray_address_file(None)}: {state}; starting a fresh local Ray")
+
     def _check_resources(self, available: dict[str, float]) -> None:
         """Fail now rather than let Ray wait forever for resources the cluster lacks."""
-        for key, wanted in (("CPU", self.cpus), ("GPU", self.gpus)):
+        for key, wanted in (("CPU", self.cpus * self.workers), ("GPU", self.gpus * self.workers)):
             have = available.get(key, 0.0)
             if wanted > have:
                 where = f"the Ray cluster at {self.address}" if self.address else "this machine's local Ray"
@@ -135,9 +163,16 @@ class RayExecutor:
 
 
 def _read_cell_record(cell: Cell) -> dict[str, Any]:
-    from glotok_bench.records import RECORD_NAME, RecordError, read_record
+    from glotok_bench.grid.cells import read_cell_record
+    from glotok_bench.records import RecordError
 
     try:
-        return read_record(cell.run_dir / RECORD_NAME)
+        record = read_cell_record(cell)
     except RecordError as exc:
-        return {"status": "failed", "error": {"type": "RecordError", "message": str(exc)}, "labels": cell.labels}
+        record, message = None, str(exc)
+    else:
+        message = f"cell {cell.cell_id} left no record in {cell.location} (its process died)"
+    if record is None:
+        return {"status": "failed", "run_id": cell.cell_id, "labels": cell.labels,
+                "error": {"type": "RecordError", "message": message}}
+    return record

@@ -28,7 +28,7 @@ class GridOutcome:
 def run_grid(
     grid_path: str | Path,
     *,
-    runs_root: str | Path = "runs",
+    runs_root: str | Path = "runs",  # a local folder or a store URI (s3://bucket/runs, ...)
     executor: str = "ray",
     address: str | None = None,
     config_class: type | None = None,
@@ -39,11 +39,14 @@ def run_grid(
         from glotok_bench.runconfig import RunConfig
 
         config_class = RunConfig
+    from glotok_bench.store import open_store
+
     spec = load_grid(grid_path)
-    runs_root = Path(runs_root).resolve()
-    cells = expand(spec, config_class, runs_root)
-    done = [c for c in cells if cell_status(c) == "done"]
-    pending = [c for c in cells if cell_status(c) != "done"]
+    store = open_store(runs_root)
+    cells = expand(spec, config_class, store.location)
+    status = {c.cell_id: cell_status(c) for c in cells}
+    done = [c for c in cells if status[c.cell_id] == "done"]
+    pending = [c for c in cells if status[c.cell_id] != "done"]
     echo(f"grid {spec.name}: {len(cells)} cells, {len(done)} already done, {len(pending)} to run "
          f"({executor} executor)")
     progress = Progress(len(pending), echo)
@@ -55,7 +58,8 @@ def run_grid(
     elif executor == "ray":
         ray_executor = RayExecutor(
             address=address, cpus=spec.cpus, gpus=spec.gpus, max_retries=spec.max_retries,
-            storage=runs_root / spec.name / "_ray",
+            storage=store.child(spec.name, "_ray").location, workers=spec.workers,
+            runtime_env=spec.runtime_env, echo=echo,
         )
         records = ray_executor.run(pending, runner, progress)
     else:

@@ -15,14 +15,14 @@ def leaderboard() -> None:
 @leaderboard.command("regenerate")
 @click.option(
     "--records", multiple=True, default=("runs", "leaderboards/records"), show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder searched for record.json files (repeatable; missing ones are skipped).",
+    help="Folder or store URI (s3://bucket/runs) searched for record.json files (repeatable; "
+         "missing ones are skipped).",
 )
 @click.option(
     "--out", default="leaderboards", show_default=True,
     type=click.Path(file_okay=False, path_type=Path), help="Folder the CSV, markdown and PNG files go to.",
 )
-def regenerate(records: tuple[Path, ...], out: Path) -> None:
+def regenerate(records: tuple[str, ...], out: Path) -> None:
     """Rebuild every CSV, README.md and plot in OUT from the records under RECORDS.
 
     Corrupt records are reported by path and skipped; failed and unfinished runs are counted

@@ -16,6 +16,7 @@ from glotok_bench.leaderboard.errors import LeaderboardError
 from glotok_bench.leaderboard.extract import Contribution, record_contributions
 from glotok_bench.leaderboard.tables import TABLES
 from glotok_bench.records import RecordError, iter_records
+from glotok_bench.store import local_records_folder
 
 
 @attrs.define
@@ -42,7 +43,9 @@ def collect(roots: str | Path | Sequence[str | Path]) -> Collection:
     """Records under every existing folder of ``roots`` (e.g. ``runs`` and the committed
     ``leaderboards/records``); at least one must exist, so a typo cannot go unnoticed."""
     roots = (roots,) if isinstance(roots, str | Path) else tuple(roots)
-    existing = tuple(Path(root) for root in roots if Path(root).is_dir())
+    # A root may be a store URI (s3://bucket/runs); its records are read through the store.
+    found = (local_records_folder(root) for root in roots)
+    existing = tuple(folder for folder in found if folder is not None)
     if not existing:
         raise LeaderboardError(
             f"no records folder found: {', '.join(map(str, roots))} (pass --records DIR)"

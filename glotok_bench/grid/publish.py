@@ -1,0 +1,219 @@
+"""A cell's working folder, kept in step with its store while the cell runs.
+
+A cell works in a folder on its node's disk. When the store is elsewhere (an object
+store), :func:`workspace` first brings the cell's stored files there (finished step
+markers, checkpoints: whatever a rerun resumes from), and :class:`CellSync` copies new
+and changed files back every few seconds and once more at the end. So a node that dies
+mid-cell loses at most one sync interval, and whichever node reruns the cell resumes
+from the last stored checkpoint.
+
+The same thread follows the trainers' ``metrics.jsonl`` logs (written by rank 0 at each
+flush) and turns each new row into TensorBoard scalars (``<stage>/tensorboard/``, beside
+the log) and, inside a Ray Tune trial, a Tune report, so Tune's results, its TensorBoard
+view and its schedulers see training as it goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from glotok_bench.store import Store
+
+RECORD_NAME = "record.json"
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+SYNC_INTERVAL_ENV = "GLOTOK_SYNC_INTERVAL_S"
+SCRATCH_ENV = "GLOTOK_SCRATCH_DIR"
+
+Report = Callable[[dict[str, Any]], None]
+
+
+def scratch_root() -> Path:
+    """Node-local space for cells whose store is not a local folder."""
+    return Path(os.environ.get(SCRATCH_ENV) or Path(tempfile.gettempdir()) / "glotok-scratch")
+
+
+@contextlib.contextmanager
+def workspace(store: Store, name: str) -> Iterator[Path]:
+    """The folder a cell works in: the store's own folder when it is local, else a fresh
+    scratch folder filled from the store (and removed afterwards: the store has it all)."""
+    if store.is_local:
+        store.local_path.mkdir(parents=True, exist_ok=True)
+        yield store.local_path
+        return
+    work = scratch_root() / name
+    shutil.rmtree(work, ignore_errors=True)  # the store, not a stale scratch copy, is the truth
+    work.mkdir(parents=True)
+    try:
+        store.download_dir(work, skip=frozenset({RECORD_NAME}))
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _signature(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _published_files(work: Path) -> Iterator[tuple[str, Path]]:
+    for path in sorted(work.rglob("*")):
+        relative = path.relative_to(work)
+        # Dot files are temp files of atomic writes and lock files; the record goes last.
+        if any(part.startswith(".") for part in relative.parts) or relative.as_posix() == RECORD_NAME:
+            continue
+        if path.is_file():
+            yield relative.as_posix(), path
+
+
+class CellSync:
+    """``with CellSync(work, store, report=...):`` around the steps of a cell.
+
+    ``mirror``: copy the working folder to the store (only where the store is elsewhere,
+    and only from the process that writes the files: rank 0).
+    """
+
+    def __init__(self, work: Path, store: Store, *, report: Report | None = None, mirror: bool = True,
+                 interval_s: float | None = None):
+        self.work, self.store, self.report = work, store, report
+        self.mirror = mirror and not store.is_local
+        self.interval_s = float(os.environ.get(SYNC_INTERVAL_ENV, 15)) if interval_s is None else interval_s
+        self._seen: dict[str, tuple[int, int]] = {}
+        self._last_step: dict[str, int] = {}
+        self._writers: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.errors: list[str] = []
+
+    def __enter__(self) -> CellSync:
+        self.mark_current()
+        for log in self._logs():  # rows logged before this run are already in TensorBoard
+            rows = _read_rows(log)
+            if rows:
+                self._last_step[self._stage(log)] = rows[-1]["step"]
+        self._thread = threading.Thread(target=self._loop, name="glotok-cell-sync", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=600)
+        self.sync()
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+        self.sync()  # the TensorBoard files closed just now
+
+    def mark_current(self) -> None:
+        """Take the working folder as it is now as already stored (e.g. just downloaded)."""
+        with self._lock:
+            self._seen = {name: _signature(path) for name, path in _published_files(self.work)}
+
+    def refresh_from_store(self) -> None:
+        """Bring files that another process published (a data-parallel step's rank 0) here."""
+        if self.store.is_local:
+            return
+        with self._lock:
+            self.store.download_dir(self.work, skip=frozenset({RECORD_NAME}))
+        self.mark_current()
+
+    def sync(self) -> None:
+        with self._lock:
+            try:
+                self._follow_metrics()
+                if self.mirror:
+                    self._push()
+            except Exception as exc:  # noqa: BLE001 - a failed pass is retried by the next one
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                if self._stop.is_set():
+                    raise
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sync()
+
+    # -- the store ------------------------------------------------------------------------
+
+    def _push(self) -> None:
+        current: dict[str, tuple[int, int]] = {}
+        for name, path in _published_files(self.work):
+            try:
+                signature = _signature(path)
+                if self._seen.get(name) != signature:
+                    self.store.upload_file(path, name)
+            except FileNotFoundError:
+                continue  # removed while we looked (an old checkpoint being rotated out)
+            current[name] = signature
+        # Deletions after uploads: the store never holds fewer checkpoints than the folder.
+        for name in set(self._seen) - set(current):
+            self.store.delete(name)
+        self._seen = current
+
+    # -- metrics --------------------------------------------------------------------------
+
+    def _logs(self) -> list[Path]:
+        return [p for p in sorted(self.work.rglob(METRICS_FILE)) if TENSORBOARD_DIR not in p.parts]
+
+    def _stage(self, log: Path) -> str:
+        parent = log.parent.relative_to(self.work).as_posix()
+        return "run" if parent == "." else parent
+
+    def _follow_metrics(self) -> None:
+        latest: dict[str, Any] = {}
+        for log in self._logs():
+            stage = self._stage(log)
+            last = self._last_step.get(stage, 0)
+            rows = [row for row in _read_rows(log) if row["step"] > last]
+            if not rows:
+                continue
+            writer = self._writer(stage, log.parent)
+            for row in rows:
+                for key, value in _scalars(row).items():
+                    writer.add_scalar(key, value, row["step"])
+            writer.flush()
+            self._last_step[stage] = rows[-1]["step"]
+            latest.update({f"{stage}/{key}": value for key, value in _scalars(rows[-1]).items()})
+            latest[f"{stage}/step"] = rows[-1]["step"]
+        if latest and self.report is not None:
+            self.report(latest)
+
+    def _writer(self, stage: str, folder: Path) -> Any:
+        if stage not in self._writers:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writers[stage] = SummaryWriter(log_dir=str(folder / TENSORBOARD_DIR))
+        return self._writers[stage]
+
+
+def _read_rows(log: Path) -> list[dict[str, Any]]:
+    rows = []
+    try:
+        text = log.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return rows
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # the line being written right now
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+    return rows
+
+
+def _scalars(row: dict[str, Any]) -> dict[str, float]:
+    return {
+        key: float(value)
+        for key, value in row.items()
+        if key != "step" and isinstance(value, int | float) and not isinstance(value, bool)
+    }
