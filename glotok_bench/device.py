@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import torch
 
@@ -41,10 +42,60 @@ def distributed_context(device: torch.device) -> tuple[int, int, torch.device]:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` means bf16 on CUDA and fp32 on CPU (bf16 matmuls are slow on most CPUs)."""
+    """``auto`` means bf16 on a CUDA device that supports it, else fp32.
+
+    CPU bf16 autocast is slower than fp32 on most CPUs, and autocast raises on GPUs
+    without bf16 (pre-Ampere), so an explicit "bf16" there is a config error.
+    """
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        from glotok_bench.errors import ConfigError
+
+        raise ConfigError(
+            f"precision = 'bf16' but {torch.cuda.get_device_name(device)} has no bf16 support; "
+            "use 'auto' or 'fp32'"
+        )
     return precision
+
+
+def is_distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in one process)."""
+    if is_distributed():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def gather_from_ranks(value: Any) -> list[Any]:
+    """``value`` of every rank, in rank order, on every rank (``[value]`` in one process)."""
+    if not is_distributed():
+        return [value]
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+@contextlib.contextmanager
+def rank_zero_first() -> Iterator[None]:
+    """Rank 0 runs the block before the other ranks do, so a cache it fills (a teacher
+    codebook, a downloaded-once file) is found by the others instead of built N times."""
+    import os
+
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:
+        barrier()
+    yield
+    if rank == 0:
+        barrier()
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -51,10 +51,10 @@ def test_loss_falls_on_a_learnable_token_set(token_dir, tmp_path, name, model, r
     from glotok_bench.generators.train import train_generator
 
     result = train_generator(run_config(name, steps=50, **model), token_dir, tmp_path / "run")
-    losses = [loss for _, loss in result["losses"]]
-    assert result["final_step"] == 50 and len(losses) == 50
+    losses = [loss for _, loss in result.loss_curve]
+    assert result.final_step == 50 and len(losses) == 50
     assert np.mean(losses[-10:]) < ratio * np.mean(losses[:5]), losses[::5]
-    assert result["tokens_per_s"] > 0 and result["device"]["type"] == "cpu"
+    assert result.tokens_per_s > 0 and result.device_info["type"] == "cpu"
     assert (tmp_path / "run" / "checkpoints" / "ckpt-00000050.pt").is_file()
 
 
@@ -74,9 +74,9 @@ def test_resumed_run_reaches_the_same_weights(token_dir, tmp_path, name):
     resumed = train_generator(
         run_config(name, steps=12, every=6, ema=True, **model), token_dir, tmp_path / "b"
     )
-    assert first["final_step"] == 6 and resumed["resumed_from"] == 6 and resumed["steps_run"] == 6
-    a = read_generator_checkpoint(straight["checkpoint"])
-    b = read_generator_checkpoint(resumed["checkpoint"])
+    assert first.final_step == 6 and resumed.resumed_from == 6 and resumed.steps_run == 6
+    a = read_generator_checkpoint(straight.checkpoint)
+    b = read_generator_checkpoint(resumed.checkpoint)
     for key in ("model", "ema"):
         assert a[key].keys() == b[key].keys()
         for param in a[key]:
@@ -111,13 +111,13 @@ def test_runs_and_checkpoints_are_refused_when_they_do_not_fit(token_dir, tmp_pa
         again = train_generator(
             run_config("far-tiny", steps=4, every=2), token_dir, tmp_path / "run"
         )
-    assert again["resumed_from"] == 2 and again["final_step"] == 4
+    assert again.resumed_from == 2 and again.final_step == 4
     # Pickled objects (possibly code) are refused by weights_only loading.
     evil = tmp_path / "evil.pt"
     torch.save({"format": "glotok-bench/generator", "thing": warnings.WarningMessage}, evil)
     with pytest.raises(CheckpointError, match="pickled"):
         load_generator(evil)
-    model, payload = load_generator(result["checkpoint"])
+    model, payload = load_generator(result.checkpoint)
     assert payload["step"] == 4 and not model.training
 
 
@@ -134,7 +134,7 @@ def test_generate_writes_adm_npz_and_png_grid(token_dir, tmp_path, name, decoder
     result = train_generator(run_config(name, steps=2), token_dir, tmp_path / "run")
     tokenizer = FakeTokenizer()
     out = generate_to_dir(
-        result["checkpoint"],
+        result.checkpoint,
         tmp_path / "samples",
         tokenizer=tokenizer,
         per_class=2,
@@ -153,7 +153,7 @@ def test_generate_writes_adm_npz_and_png_grid(token_dir, tmp_path, name, decoder
     # Same seed and batch size -> same images; the result does not depend on a global RNG.
     torch.manual_seed(123)
     again = generate(
-        result["checkpoint"],
+        result.checkpoint,
         tokenizer,
         adm_labels(4, 2),
         cfg_scale=1.5,
@@ -165,7 +165,7 @@ def test_generate_writes_adm_npz_and_png_grid(token_dir, tmp_path, name, decoder
     assert np.array_equal(again, images)
     with pytest.raises(ConfigError, match="codebooks"):
         generate(
-            result["checkpoint"],
+            result.checkpoint,
             FakeTokenizer({"codes": 64}, code_dim=8),
             adm_labels(4, 1),
             device="cpu",

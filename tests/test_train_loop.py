@@ -16,7 +16,7 @@ from torch import nn
 from glotok_bench.errors import CheckpointError, ConfigError, MissingWeightsError
 from glotok_bench.tokenizer import standalone_registry
 from glotok_bench.tokenizer.config import DiscriminatorConfig, LossConfig
-from glotok_bench.tokenizer.model import tokenizer_preset
+from glotok_bench.tokenizer.model import load_tokenizer_config
 from glotok_bench.train.config import TrainConfig
 from glotok_bench.train.data import ResumableBatchSampler
 from glotok_bench.train.ema import EMA
@@ -30,7 +30,8 @@ REGISTRY = standalone_registry()
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-TINY = tokenizer_preset("tiny-16")
+ROOT = Path(__file__).resolve().parent.parent
+TINY = load_tokenizer_config(ROOT / "tests" / "configs" / "tiny-16.toml")
 # GAN from step 3 so resume tests cross the switch; 16 px needs a 2-layer PatchGAN.
 LOSS = LossConfig(
     perceptual=False, disc_start=3, discriminator=DiscriminatorConfig(base_channels=8, num_layers=2)
@@ -143,10 +144,10 @@ def test_training_reduces_reconstruction_loss_and_logs_every_step(tmp_path):
     assert sum(rec[-5:]) < 0.5 * sum(rec[:5])
     assert {"quant", "res", "total", "semantic/usage", "visual/perplexity"} <= set(log[0])
     assert "semantic/usage_window" in log[3] and "semantic/usage_window" not in log[2]
-    assert result["final_step"] == 40 and result["perceptual_loss"] is False
-    assert "perceptual = false" in result["perceptual_note"]
-    assert result["device"] == "cpu" and result["precision"] == "fp32"
-    assert result["images_per_s"] > 0 and result["peak_memory_bytes"] > 0
+    assert result.final_step == 40 and result.perceptual_loss is False
+    assert "perceptual = false" in result.perceptual_note
+    assert result.device == "cpu" and result.precision == "fp32"
+    assert result.images_per_s > 0 and result.peak_memory_bytes > 0
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "ckpt-00000020.pt",
         "ckpt-00000040.pt",
@@ -167,7 +168,7 @@ def test_supervision_gets_the_semantic_codebook_and_is_weighted(tmp_path):
     codebook, quantized_shape, image_shape = supervision.seen[0]
     assert isinstance(codebook, nn.Parameter) and codebook.shape == (16, 4)
     assert quantized_shape == (4, 4, 8, 8) and image_shape == (4, 3, 16, 16)
-    assert result["supervision"] == {"name": "fake"} and "semantic" in result["losses"]
+    assert result.supervision == {"name": "fake"} and "semantic" in result.losses
     assert supervision.scale.item() != 1.0  # its parameters are optimised with the model
 
 
@@ -230,7 +231,7 @@ def test_resume_with_another_architecture_is_refused_and_keeps_files(tmp_path):
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     with pytest.raises(CheckpointError, match="do not fit|another architecture"):
         train(
-            tokenizer_preset("cpu-32"),
+            load_tokenizer_config(ROOT / "configs" / "cpu" / "glotok.toml"),
             LOSS,
             config(max_steps=6),
             dataset(),
@@ -253,7 +254,7 @@ def test_a_torn_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
         result = train(
             TINY, LOSS, config(max_steps=6), dataset(), run_dir=tmp_path, registry=REGISTRY
         )
-    assert result["resumed_from"] == 3 and result["final_step"] == 6
+    assert result.resumed_from == 3 and result.final_step == 6
     (tmp_path / "checkpoints" / "ckpt-00000003.pt").write_bytes(b"junk")
     (tmp_path / "checkpoints" / "ckpt-00000006.pt").write_bytes(b"junk")
     with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="none is readable"):
@@ -292,7 +293,7 @@ def test_resume_after_a_crash_reaches_identical_weights(tmp_path):
         registry=REGISTRY,
         supervision=FakeSupervision(),
     )
-    assert resumed["resumed_from"] == 3 and resumed["steps_run"] == 5
+    assert resumed.resumed_from == 3 and resumed.steps_run == 5
     assert_same_weights(states(straight, 8), states(crashed, 8))
     assert torch.equal(
         states(straight, 8)["training"]["supervision"]["scale"],
@@ -339,7 +340,7 @@ def test_resume_after_the_process_is_killed_reaches_identical_weights(tmp_path):
         "ckpt-00000006.pt",
     ]
     resumed = train(TINY, LOSS, config(max_steps=10), dataset(), run_dir=killed, registry=REGISTRY)
-    assert resumed["resumed_from"] == 6
+    assert resumed.resumed_from == 6
     train(TINY, LOSS, config(max_steps=10), dataset(), run_dir=straight, registry=REGISTRY)
     assert_same_weights(states(straight, 10), states(killed, 10))
     assert [line["step"] for line in read_log(killed / "metrics.jsonl")] == list(range(1, 11))
@@ -354,8 +355,8 @@ def test_perceptual_loss_runs_from_local_files(tmp_path):
     result = train(
         TINY, loss, config(max_steps=2), dataset(), run_dir=tmp_path / "run", registry=REGISTRY
     )
-    assert result["perceptual_loss"] is True and result["losses"]["perceptual"] > 0
-    assert "disc" in result["losses"] and "gen" in result["losses"]
+    assert result.perceptual_loss is True and result.losses["perceptual"] > 0
+    assert "disc" in result.losses and "gen" in result.losses
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert line["gan"] is True
 
@@ -371,7 +372,7 @@ def test_adaptive_gan_weight_balances_gradient_norms(tmp_path):
         discriminator=DiscriminatorConfig(base_channels=8, num_layers=2, norm="group"),
     )  # fmt: skip
     result = train(TINY, loss, config(max_steps=2), dataset(), run_dir=tmp_path, registry=REGISTRY)
-    assert result["losses"]["gen_weight"] > 0 and "disc" in result["losses"]
+    assert result.losses["gen_weight"] > 0 and "disc" in result.losses
 
 
 def test_unreadable_training_images_are_skipped_and_counted(tmp_path):
@@ -390,6 +391,6 @@ def test_unreadable_training_images_are_skipped_and_counted(tmp_path):
                               resolution=16, train=True)
     result = train(TINY, LOSS, config(max_steps=4, checkpoint_every=4), data, run_dir=tmp_path / "run",
                    registry=standalone_registry())
-    assert result["final_step"] == 4
-    unreadable = result["unreadable_images"]
+    assert result.final_step == 4
+    unreadable = result.unreadable_images
     assert unreadable["count"] == 1 and "broken.png" in unreadable["files"][0]

@@ -1,20 +1,41 @@
-"""Typed training settings (no torch import). Defaults follow GloTok Sec. 4.1."""
+"""Typed training settings (no torch import): the tokenizer's (defaults follow GloTok
+Sec. 4.1 and LlamaGen's vq_train.py) and the generators' (LlamaGen/FAR, xAR's recipe as
+options). The loops that use them are ``train/trainer.py`` and ``generators/train.py``.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import attrs
 
+from glotok_bench.config import ComponentChoice, component_field
 
-def _positive(_instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+def _positive(_instance: object, attribute: attrs.Attribute, value: float | None) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{attribute.name} must be a finite number > 0, got {value!r}")
+
+
+def _non_negative(_instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
+
+
+def _non_negative_or_none(instance: object, attribute: attrs.Attribute, value: float | None) -> None:
+    if value is not None:
+        _non_negative(instance, attribute, value)
 
 
 def _unit_interval(_instance: object, attribute: attrs.Attribute, value: float) -> None:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{attribute.name} must be in [0, 1), got {value!r}")
+
+
+def _check_betas(_instance: object, _attribute: attrs.Attribute, value: tuple[float, ...]) -> None:
+    if len(value) != 2 or not all(0.0 <= b < 1.0 for b in value):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -29,11 +50,20 @@ class TrainConfig:
     max_steps: int = attrs.field(default=800_000, validator=_positive)
     batch_size: int = attrs.field(default=240, validator=_positive)  # global, over all ranks
     lr: float = attrs.field(default=2e-4, validator=_positive)
-    betas: tuple[float, ...] = attrs.field(default=(0.9, 0.95))
-    weight_decay: float = 0.0
+    betas: tuple[float, ...] = attrs.field(default=(0.9, 0.95), validator=_check_betas)
+    weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
     disc_lr: float = attrs.field(default=2e-4, validator=_positive)
     # Global gradient-norm clip (LlamaGen uses 1.0); 0 disables it.
-    grad_clip: float = 1.0
+    grad_clip: float = attrs.field(default=1.0, validator=_non_negative)
+    # The discriminator's own clip and loss weight. LlamaGen (vq_train.py) clips it at
+    # max_grad_norm 1.0 and multiplies its (already halved) hinge loss by disc_weight 0.5
+    # (vq_loss.py); 0 disables the clip.
+    disc_grad_clip: float = attrs.field(default=1.0, validator=_non_negative)
+    disc_loss_weight: float = attrs.field(default=0.5, validator=_positive)
+    # An EMA of the weights, saved beside them; evaluation reads the EMA weights when a
+    # checkpoint has them (`eval --weights model` reads the trained ones) and records which.
+    # LlamaGen and FQGAN train without EMA (their --ema is off by default) and evaluate the
+    # trained weights: `ema = false` reproduces that.
     ema: bool = True
     ema_decay: float = attrs.field(default=0.9999, validator=_unit_interval)
     # Warm the EMA up as min(decay, (1 + t) / (10 + t)), so short runs have useful EMA weights.
@@ -55,7 +85,56 @@ class TrainConfig:
     # Codebook usage is reported over windows of this many steps.
     usage_window: int = attrs.field(default=100, validator=_positive)
 
-    @betas.validator
-    def _check_betas(self, _attribute: attrs.Attribute, value: tuple[float, ...]) -> None:
-        if len(value) != 2 or not all(0.0 <= b < 1.0 for b in value):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {value!r}")
+
+@attrs.frozen(kw_only=True)
+class GeneratorTrainConfig:
+    """Optimisation of one generator run. Defaults follow LlamaGen/FAR (AdamW 1e-4,
+    betas (0.9, 0.95), weight decay 0.05, clip 1.0, batch 256, constant lr, no EMA).
+
+    xAR's recipe (its main_mar.py / util/lr_sched.py) in these fields: betas (0.9, 0.96),
+    weight_decay 0.02, lr 4e-4 at batch 2048, warmup_epochs 100, lr_schedule
+    "constant-cosine" with cosine_start_epoch 600 and min_lr 1e-5 at epochs 800,
+    ema true with ema_decay 0.9999, grad_clip 1.0.
+    """
+
+    seed: int = 0
+    max_steps: int = attrs.field(default=10_000, validator=_positive)
+    # Training length in passes over the token set; when set it replaces max_steps:
+    # ceil(epochs * token count / batch_size) steps.
+    epochs: float | None = attrs.field(default=None, validator=_positive)
+    batch_size: int = attrs.field(default=256, validator=_positive)  # global, over all ranks
+    lr: float = attrs.field(default=1e-4, validator=_positive)
+    betas: tuple[float, ...] = attrs.field(default=(0.9, 0.95), validator=_check_betas)
+    weight_decay: float = attrs.field(default=0.05, validator=_non_negative)
+    grad_clip: float = attrs.field(default=1.0, validator=_non_negative)  # global norm; 0: off
+    # Linear warmup from 0 over warmup_steps optimiser steps, or over warmup_epochs passes
+    # over the token set when that is set (it replaces warmup_steps).
+    warmup_steps: int = attrs.field(default=0, validator=_non_negative)
+    warmup_epochs: float | None = attrs.field(default=None, validator=_positive)
+    # After warmup: "constant"; "cosine" (half cosine to the floor at the last step);
+    # "constant-cosine" (hold lr until cosine_start_epoch / cosine_start_step, then cosine
+    # to the floor at the last step, as xAR).
+    lr_schedule: Literal["constant", "cosine", "constant-cosine"] = "constant"
+    cosine_start_steps: int = attrs.field(default=0, validator=_non_negative)
+    cosine_start_epoch: float | None = attrs.field(default=None, validator=_positive)
+    # The cosine floor: min_lr when set, else lr * min_lr_ratio.
+    min_lr_ratio: float = attrs.field(default=0.0, validator=_non_negative)
+    min_lr: float | None = attrs.field(default=None, validator=_non_negative_or_none)
+    ema: bool = False
+    ema_decay: float = attrs.field(default=0.9999, validator=_unit_interval)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    device: str = "auto"
+    checkpoint_every: int = attrs.field(default=1_000, validator=_positive)
+    keep_checkpoints: int = attrs.field(default=2, validator=_positive)
+    # Per-step scalars stay on the device and are written every flush_every steps.
+    flush_every: int = attrs.field(default=50, validator=_positive)
+    # Class count; None: from the token manifest, else the largest label + 1.
+    num_classes: int | None = attrs.field(default=None, validator=_positive)
+
+
+@attrs.frozen(kw_only=True)
+class GeneratorRunConfig:
+    """A generator component (registered name + its Config) and how to train it."""
+
+    generator: ComponentChoice = component_field("generator", "far-b")
+    train: GeneratorTrainConfig = attrs.field(factory=GeneratorTrainConfig)

@@ -35,6 +35,8 @@ class MetricsLog:
         self._values: list[torch.Tensor] = []
         self._extra: list[dict[str, Any]] = []
         self.last: dict[str, float] = {}
+        # (step, {name: "nan" | "inf" | "-inf"}) of the latest flush's non-finite scalars
+        self.non_finite: list[tuple[int, dict[str, str]]] = []
 
     def append(self, step: int, scalars: dict[str, torch.Tensor], **extra: Any) -> None:
         """Queue one step: 0-dim tensors (kept on device) plus plain host values."""
@@ -45,7 +47,9 @@ class MetricsLog:
         self._extra.append(extra)
 
     def flush(self) -> dict[str, float]:
-        """Write queued steps; returns the last step's values (also kept in ``last``)."""
+        """Write queued steps; returns the last step's values (also kept in ``last``; all
+        steps with NaN/inf scalars are listed in ``non_finite``)."""
+        self.non_finite = []
         if not self._steps:
             return self.last
         values = torch.cat(self._values)
@@ -63,6 +67,9 @@ class MetricsLog:
                 **extra,
             }
             offset += len(keys)
+            bad = {k: record[k] for k in keys if isinstance(record[k], str)}
+            if bad:
+                self.non_finite.append((step, bad))
             lines.append(json.dumps(record, sort_keys=False))
             self.last = record
         if self.path is not None:

@@ -1,37 +1,35 @@
 """Tokenizer training: Eq. 13 objective, PatchGAN, EMA, checkpoints, exact resume.
 
+The loop around the step (run folder, resume, checkpoints, RNG, log, non-finite guard,
+summary) is :class:`~glotok_bench.train.loop.TrainingLoop`, shared with the generator
+trainer; this module supplies the tokenizer's step and what its checkpoint holds.
+
 One process trains on CPU or one GPU; under ``torchrun`` (WORLD_SIZE > 1) each rank
-holds a DistributedDataParallel replica and a slice of every global batch. Rank 0 alone
-writes the metrics log and checkpoints.
+holds a DistributedDataParallel replica of the tokenizer *and* the semantic supervision
+(so a trained supervision head's gradients are all-reduced too) and a slice of every
+global batch. Codebook hit counters are per rank (DDP does not broadcast buffers here)
+and summed over ranks when usage is reported.
 
 Resume is exact: a checkpoint holds model, EMA, both optimisers, discriminator,
-semantic-supervision state, step and every RNG state, and the data order depends only on
-(seed, step), so a killed run restarted from its last checkpoint reaches bit-identical
-weights on CPU (on GPU, up to the nondeterminism of CUDA kernels).
+semantic-supervision state, step and every rank's RNG state, and the data order depends
+only on (seed, step), so a killed run restarted from its last checkpoint reaches
+bit-identical weights on CPU (on GPU, up to the nondeterminism of CUDA kernels).
 """
 
 from __future__ import annotations
 
 import contextlib
-import sys
-import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 from torch import nn
 
 from glotok_bench.config import to_dict
 from glotok_bench.data.imagefolder import SkippedImages
-from glotok_bench.device import (
-    autocast,
-    distributed_context,
-    peak_memory_bytes,
-    pick_device,
-    resolve_precision,
-)
+from glotok_bench.device import autocast, distributed_context, pick_device, resolve_precision
 from glotok_bench.errors import CheckpointError, ConfigError
 from glotok_bench.registry import Registry
 from glotok_bench.tokenizer.checkpoint import check_compatible, read_checkpoint, save_checkpoint
@@ -47,13 +45,29 @@ from glotok_bench.tokenizer.model import build_tokenizer
 from glotok_bench.train.config import TrainConfig
 from glotok_bench.train.data import image_batches
 from glotok_bench.train.ema import EMA
-from glotok_bench.train.metrics_log import MetricsLog, truncate_log
-from glotok_bench.train.rng import capture_rng_state, restore_rng_state, seed_everything
+from glotok_bench.train.loop import (
+    CHECKPOINT_DIR,
+    METRICS_FILE,
+    LoopSettings,
+    StepOutput,
+    TrainingLoop,
+    TrainingSummary,
+)
+from glotok_bench.train.rng import seed_everything
 
-CHECKPOINT_DIR = "checkpoints"
-METRICS_FILE = "metrics.jsonl"
+__all__ = ["CHECKPOINT_DIR", "METRICS_FILE", "TokenizerTrainingSummary", "Trainer", "train"]
 
 
+@attrs.frozen(kw_only=True)
+class TokenizerTrainingSummary(TrainingSummary):
+    """The loop's summary plus which losses were on and which weights the run keeps."""
+
+    perceptual_loss: bool
+    perceptual_note: str
+    adversarial_loss: bool
+    supervision: dict[str, Any] | None
+    ema: bool  # the checkpoints hold EMA weights (evaluation reads them unless told otherwise)
+    unreadable_images: dict[str, Any]
 
 
 def _precision(train: TrainConfig, device: torch.device) -> str:
@@ -63,12 +77,37 @@ def _precision(train: TrainConfig, device: torch.device) -> str:
     return resolve_precision(train.precision, device)
 
 
-class Trainer:
-    """Owns the models, optimisers and step counter of one training run.
+class SupervisedTokenizer(nn.Module):
+    """The tokenizer and its semantic supervision as one module, so one DDP wrapper
+    all-reduces the gradients of both (a supervision head outside DDP would drift apart
+    across ranks). The supervision loss runs outside autocast: histogram-style losses
+    need fp32."""
+
+    def __init__(self, tokenizer: nn.Module, supervision: Any):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.supervision = supervision  # registered as a submodule when it is an nn.Module
+
+    def forward(self, images: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
+        output = self.tokenizer(images)
+        if self.supervision is None:
+            return output, None
+        with torch.autocast(images.device.type, enabled=False):
+            semantic = self.supervision.loss(
+                self.tokenizer.semantic_codebook(),
+                output.encoding.branches["semantic"].quantized.float(),
+                images,
+            )
+        return output, semantic
+
+
+class Trainer(TrainingLoop):
+    """Owns the models, optimisers and step counter of one tokenizer training run.
 
     ``supervision``: any object with ``loss(semantic_codebook, quantized_semantic
     [B, d, h, w], images) -> Tensor`` (unweighted) and ``describe() -> dict``; if it is
-    an ``nn.Module`` its parameters are trained and checkpointed with the tokenizer.
+    an ``nn.Module`` its parameters are trained and checkpointed with the tokenizer. It
+    must live on this rank's device (build it after :func:`distributed_context`).
     """
 
     def __init__(
@@ -94,7 +133,18 @@ class Trainer:
             )
         if self.device.type == "cpu" and train_config.cpu_threads > 0:
             torch.set_num_threads(train_config.cpu_threads)
+        self.seed = train_config.seed
         seed_everything(train_config.seed)
+        self.settings = LoopSettings(
+            total_steps=train_config.max_steps,
+            batch_size=train_config.batch_size,
+            checkpoint_every=train_config.checkpoint_every,
+            keep_checkpoints=train_config.keep_checkpoints,
+            flush_every=train_config.flush_every,
+            progress=train_config.progress,
+            label="train",
+            progress_keys=("rec", "total"),
+        )
         self.memory_format = (
             torch.channels_last if train_config.channels_last else torch.contiguous_format
         )
@@ -132,15 +182,18 @@ class Trainer:
             else None
         )
         self.step = 0
+        self.skipped = SkippedImages()
 
         # Wrappers used for the forward passes; the bare modules keep the state.
-        self._forward_model: nn.Module = self.model
+        self._forward_model: nn.Module = SupervisedTokenizer(self.model, supervision)
         self._forward_disc: nn.Module | None = self.discriminator
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self._forward_model = DDP(self.model, device_ids=ids)
+            # broadcast_buffers=False: every rank keeps its own codebook hit counters
+            # (rank 0's would overwrite them each forward); they are summed at report time.
+            self._forward_model = DDP(self._forward_model, device_ids=ids, broadcast_buffers=False)
             if self.discriminator is not None:
                 self._forward_disc = DDP(self.discriminator, device_ids=ids)
         if train_config.compile:
@@ -163,33 +216,38 @@ class Trainer:
     def gan_active(self) -> bool:
         return self.discriminator is not None and self.step >= self.loss_config.disc_start
 
-    # -- one optimisation step ------------------------------------------------------------
+    # -- what the loop needs ----------------------------------------------------------------
 
-    def train_step(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def batches(self, start_step: int) -> Iterator[torch.Tensor]:
+        return image_batches(
+            self._data,
+            batch_size=self.config.batch_size,
+            seed=self.config.seed,
+            start_step=start_step,
+            rank=self.rank,
+            world_size=self.world_size,
+            num_workers=self.config.num_workers,
+            pin_memory=self.device.type == "cuda",
+            skipped=self.skipped,
+        )
+
+    def train_step(self, images: torch.Tensor) -> StepOutput:
         """One generator (+ discriminator) update on images [b, 3, H, W] in [-1, 1].
 
-        Returns detached 0-dim tensors (loss terms, usage stats) still on the device.
+        Logged scalars are detached 0-dim tensors (loss terms, usage stats) still on the
+        device; every ``usage_window`` steps the window's codebook usage is added.
         """
         x = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         use_gan = self.gan_active
         self.model.train()
         with self._autocast():
-            output = self._forward_model(x)
+            output, semantic = self._forward_model(x)
             fake_logits = None
             if use_gan:
                 # The generator's GAN term needs no discriminator gradients: freeze it and
                 # bypass its DDP wrapper (which would wait for gradients that never come).
                 self.discriminator.requires_grad_(False)
                 fake_logits = self.discriminator(output.reconstruction)
-        semantic = None
-        if self.supervision is not None:
-            # Outside autocast: histogram-style losses need fp32.
-            semantic = self.supervision.loss(
-                self.model.semantic_codebook(),
-                output.encoding.branches["semantic"].quantized.float(),
-                x,
-            )
-        with self._autocast():
             total, terms = generator_loss(
                 self.loss_config,
                 x,
@@ -217,15 +275,45 @@ class Trainer:
                     self._forward_disc(x).float(), self._forward_disc(fake).float()
                 )
             self.disc_optimizer.zero_grad(set_to_none=True)
-            d_loss.backward()
+            (self.config.disc_loss_weight * d_loss).backward()
+            if self.config.disc_grad_clip > 0:
+                terms["disc_grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                    self.discriminator.parameters(), self.config.disc_grad_clip, foreach=True
+                )
             self.disc_optimizer.step()
             terms["disc"] = d_loss
         self.step += 1
-        terms = {k: v.detach() for k, v in terms.items()}
-        terms.update(output.stats)
-        return terms
+        scalars = {k: v.detach() for k, v in terms.items()}
+        scalars.update(output.stats)
+        if self.step % self.config.usage_window == 0:
+            self._sum_hits_over_ranks()
+            scalars.update(self.model.window_usage(reset=True))
+        return StepOutput(scalars, {"gan": use_gan})
 
-    # -- state ----------------------------------------------------------------------------
+    def _hit_counters(self) -> list[torch.Tensor]:
+        return [buf for name, buf in self.model.named_buffers() if name.endswith("hits")]
+
+    def _sum_hits_over_ranks(self) -> None:
+        """Every rank's codebook hit counters become the sum over ranks (collective)."""
+        if self.world_size == 1:
+            return
+        import torch.distributed as dist
+
+        for hits in self._hit_counters():
+            dist.all_reduce(hits)
+
+    def before_checkpoint(self) -> None:
+        # Rank 0 saves the hits of the whole open usage window; the others restart theirs
+        # from zero, so the summed window is unchanged and a resume reports it exactly.
+        self._sum_hits_over_ranks()
+        if self.rank != 0:
+            for hits in self._hit_counters():
+                hits.zero_()
+
+    def after_restore(self) -> None:
+        if self.rank != 0:  # the checkpoint's hits are already the sum over ranks
+            for hits in self._hit_counters():
+                hits.zero_()
 
     def training_state(self) -> dict[str, Any]:
         """Everything besides model and EMA weights that resume needs (plain data + tensors)."""
@@ -241,26 +329,24 @@ class Trainer:
             if isinstance(self.supervision, nn.Module)
             else None,
             "ema_updates": None if self.ema is None else self.ema.num_updates,
-            "rng": capture_rng_state(),
             "train_config": to_dict(self.config),
             "loss_config": to_dict(self.loss_config),
         }
 
-    def save(self, path: str | Path) -> Path:
+    def write_checkpoint(self, path: Path, rng_states: list[dict[str, Any]]) -> Path:
         return save_checkpoint(
             path,
             self.model,
             ema=None if self.ema is None else self.ema.state_dict(),
             step=self.step,
-            training=self.training_state(),
+            training={**self.training_state(), "rng": rng_states},
         )
 
-    def restore(self, path: str | Path, payload: dict[str, Any] | None = None) -> None:
-        """Load a checkpoint written by :meth:`save`; it must match this run's architecture.
+    def read_checkpoint(self, path: Path) -> dict[str, Any]:
+        return read_checkpoint(path)
 
-        ``payload``: the already-read checkpoint (see :func:`read_checkpoint`), if at hand.
-        """
-        payload = read_checkpoint(path) if payload is None else payload
+    def load_training_state(self, path: Path, payload: dict[str, Any]) -> None:
+        """Load a checkpoint written by :meth:`write_checkpoint`; it must match this run."""
         check_compatible(payload, self.model, str(path))
         training = payload.get("training")
         if not training:
@@ -280,10 +366,8 @@ class Trainer:
             self.disc_optimizer.load_state_dict(training["disc_optimizer"])
         if isinstance(self.supervision, nn.Module) and training.get("supervision") is not None:
             self.supervision.load_state_dict(training["supervision"])
-        restore_rng_state(training["rng"])
-        self.step = int(payload["step"])
 
-    # -- the loop -------------------------------------------------------------------------
+    # -- the run ----------------------------------------------------------------------------
 
     def fit(
         self,
@@ -292,151 +376,21 @@ class Trainer:
         *,
         resume: bool = True,
         on_step_end: Callable[[int, Trainer], None] | None = None,
-    ) -> dict[str, Any]:
-        """Train until ``max_steps``; returns the run summary (see :func:`train`)."""
-        cfg = self.config
-        run_dir = Path(run_dir)
-        ckpt_dir = run_dir / CHECKPOINT_DIR
-        metrics_path = run_dir / METRICS_FILE
-        resumed_from = None
-        if resume:
-            latest = _latest_checkpoint(ckpt_dir, self, metrics_path if self.rank == 0 else None)
-            if latest is not None:
-                resumed_from = self.step
-        elif self.rank == 0 and (metrics_path.exists() or any(ckpt_dir.glob("ckpt-*.pt"))):
-            raise ConfigError(f"{run_dir} already holds a run; resume it or pick another directory")
-        log = MetricsLog(metrics_path if self.rank == 0 else None, reduce=self._mean_over_ranks)
-        skipped = SkippedImages()
-        batches = image_batches(
-            data,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            start_step=self.step,
-            rank=self.rank,
-            world_size=self.world_size,
-            num_workers=cfg.num_workers,
-            pin_memory=self.device.type == "cuda",
-            skipped=skipped,
+    ) -> TokenizerTrainingSummary:
+        """Train until ``max_steps``; see :func:`train`."""
+        self._data = data
+        loop = self.run_loop(run_dir, resume=resume, on_step_end=on_step_end)
+        return TokenizerTrainingSummary(
+            **loop,
+            device=str(self.device),
+            parameters=sum(p.numel() for p in self.model.parameters()),
+            perceptual_loss=self.perceptual is not None,
+            perceptual_note=describe_perceptual(self.loss_config, self.perceptual),
+            adversarial_loss=self.discriminator is not None,
+            supervision=None if self.supervision is None else self.supervision.describe(),
+            ema=self.ema is not None,
+            unreadable_images=self.skipped.as_record(),
         )
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        progress = _progress(cfg, self.step, enabled=cfg.progress and self.rank == 0)
-        start_step, images_seen, last_ckpt = self.step, 0, None
-        start = time.perf_counter()
-        try:
-            while self.step < cfg.max_steps:
-                images = next(batches)
-                terms = self.train_step(images)
-                images_seen += images.shape[0]
-                extra: dict[str, Any] = {"wall_s": round(time.perf_counter() - start, 3)}
-                if self.step % cfg.usage_window == 0:
-                    terms.update(self.model.window_usage(reset=True))
-                log.append(self.step, terms, gan=self.gan_active, **extra)
-                progress.update(1)
-                at_end = self.step >= cfg.max_steps
-                if (
-                    self.step % cfg.flush_every == 0
-                    or self.step % cfg.checkpoint_every == 0
-                    or at_end
-                ):
-                    last = log.flush()
-                    progress.set_postfix(
-                        {k: f"{last[k]:.4g}" for k in ("rec", "total") if k in last}
-                    )
-                if self.step % cfg.checkpoint_every == 0 or at_end:
-                    last_ckpt = self._checkpoint(ckpt_dir)
-                if on_step_end is not None:
-                    on_step_end(self.step, self)
-        finally:
-            log.flush()
-            progress.close()
-        elapsed = time.perf_counter() - start
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        peak = peak_memory_bytes(self.device)
-        peak_kind = "cuda_max_allocated" if self.device.type == "cuda" else "process_max_rss"
-        steps_run = self.step - start_step
-        return {
-            "final_step": self.step,
-            "steps_run": steps_run,
-            "resumed_from": resumed_from,
-            "losses": {k: v for k, v in log.last.items() if k not in ("step", "gan", "wall_s")},
-            "wall_time_s": elapsed,
-            "images_per_s": images_seen * self.world_size / elapsed
-            if elapsed > 0
-            else float("nan"),
-            "peak_memory_bytes": int(peak),
-            "peak_memory_kind": peak_kind,
-            "perceptual_loss": self.perceptual is not None,
-            "perceptual_note": describe_perceptual(self.loss_config, self.perceptual),
-            "adversarial_loss": self.discriminator is not None,
-            "supervision": None if self.supervision is None else self.supervision.describe(),
-            "device": str(self.device),
-            "precision": self.precision,
-            "world_size": self.world_size,
-            "parameters": sum(p.numel() for p in self.model.parameters()),
-            "checkpoint": None if last_ckpt is None else str(last_ckpt),
-            "metrics_log": str(metrics_path),
-            "unreadable_images": skipped.as_record(),
-        }
-
-    def _mean_over_ranks(self, values: torch.Tensor) -> torch.Tensor:
-        """Logged values averaged over data-parallel ranks (identity on one process)."""
-        if self.world_size == 1:
-            return values
-        import torch.distributed as dist
-
-        values = values.clone()
-        dist.all_reduce(values)  # SUM: gloo has no AVG
-        return values / self.world_size
-
-    def _checkpoint(self, ckpt_dir: Path) -> Path | None:
-        if self.rank != 0:
-            return None
-        path = self.save(ckpt_dir / f"ckpt-{self.step:08d}.pt")
-        for old in sorted(ckpt_dir.glob("ckpt-*.pt"))[: -self.config.keep_checkpoints]:
-            old.unlink(missing_ok=True)
-        return path
-
-
-def _latest_checkpoint(ckpt_dir: Path, trainer: Trainer, metrics_path: Path | None) -> Path | None:
-    """Restore the newest readable checkpoint; None when the run has none yet.
-
-    Only an unreadable file (torn, corrupt) is skipped for an older one. A readable
-    checkpoint that does not fit this run's settings is an error: silently starting over
-    would overwrite the run's checkpoints.
-    """
-    candidates = sorted(ckpt_dir.glob("ckpt-*.pt"), reverse=True)
-    for path in candidates:
-        try:
-            payload = read_checkpoint(path)
-        except CheckpointError as exc:
-            warnings.warn(f"skipping unreadable checkpoint: {exc}", stacklevel=3)
-            continue
-        trainer.restore(path, payload)
-        if metrics_path is not None:
-            truncate_log(metrics_path, trainer.step)
-        return path
-    if candidates:
-        raise CheckpointError(
-            f"{ckpt_dir} holds checkpoints but none is readable; nothing was overwritten"
-        )
-    return None
-
-
-def _progress(cfg: TrainConfig, initial: int, *, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=cfg.max_steps,
-        initial=initial,
-        disable=not enabled,
-        desc="train",
-        unit="step",
-        dynamic_ncols=True,
-        mininterval=1.0,
-        file=sys.stderr,
-    )
 
 
 def train(
@@ -451,16 +405,12 @@ def train(
     resume: bool = True,
     registry: Registry | None = None,
     on_step_end: Callable[[int, Trainer], None] | None = None,
-) -> dict[str, Any]:
+) -> TokenizerTrainingSummary:
     """Train a tokenizer; resumes from ``run_dir/checkpoints`` when a checkpoint is there.
 
     ``data``: a map-style Dataset yielding ``(image [3, H, W] in [-1, 1], label)`` or an
     iterable of batches (``images`` or ``(images, labels)``). Writes
     ``run_dir/metrics.jsonl`` (one JSON line per step) and ``run_dir/checkpoints/``.
-
-    Returns the run summary: final_step, steps_run, resumed_from, losses (last step),
-    wall_time_s, images_per_s, peak_memory_bytes (+ kind), perceptual_loss (bool) and
-    perceptual_note, device, precision, world_size, parameters, checkpoint, metrics_log.
     """
     trainer = Trainer(
         tokenizer_config,
