@@ -60,9 +60,9 @@ class _PoolTokenizer:
 def _tokenizer(name: str, resolution: int):
     if name == "pool":
         return _PoolTokenizer(), "pool-8x"
-    from glotok_bench.tokenizer.model import build_tokenizer, tokenizer_preset
+    from glotok_bench.tokenizer.model import build_tokenizer, load_tokenizer_config
 
-    tokenizer = build_tokenizer(tokenizer_preset(name))
+    tokenizer = build_tokenizer(load_tokenizer_config(Path(__file__).resolve().parent.parent / name))
     if tokenizer.config.resolution != resolution:
         raise SystemExit(
             f"tokenizer preset {name} is {tokenizer.config.resolution} px, not {resolution} px"
@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
-        "--tokenizer", default="cpu-64", help="a tokenizer preset, or 'pool' (no model)"
+        "--tokenizer", default="configs/cpu/glotok-64.toml",
+        help="a config file (relative to the repository) whose [tokenizer] is measured, or 'pool' (no model)",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument(

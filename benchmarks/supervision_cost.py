@@ -13,7 +13,7 @@ memory is taken over its timed steps (CUDA allocator peak, or CPU peak RSS); row
 to benchmarks/results/supervision_cost.csv (rewritten atomically).
 
     python benchmarks/supervision_cost.py                     # cpu-32, CLIP ViT-L/14 teacher
-    python benchmarks/supervision_cost.py --preset glotok --batch-size 16 --device cuda
+    python benchmarks/supervision_cost.py --preset configs/glotok.toml --batch-size 16 --device cuda
     python benchmarks/supervision_cost.py --teacher dinov2 --teacher-model vit_base_patch14_dinov2
 """
 
@@ -80,7 +80,7 @@ def measure(args: argparse.Namespace) -> dict:
 
     from glotok_bench.tokenizer import standalone_registry
     from glotok_bench.tokenizer.config import LossConfig
-    from glotok_bench.tokenizer.model import tokenizer_preset
+    from glotok_bench.tokenizer.model import load_tokenizer_config
     from glotok_bench.train.config import TrainConfig
     from glotok_bench.train.trainer import Trainer
 
@@ -88,7 +88,7 @@ def measure(args: argparse.Namespace) -> dict:
     device = torch.device(
         args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
-    tokenizer = tokenizer_preset(args.preset)
+    tokenizer = load_tokenizer_config(ROOT / args.preset)
     quantizer = tokenizer.quantizer
     if args.semantic_size:
         quantizer = attrs.evolve(
@@ -192,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--supervisions", nargs="+", default=["none", "histogram", "local-infonce"])
-    parser.add_argument("--preset", default="cpu-32")
+    parser.add_argument(
+        "--preset", default="configs/cpu/glotok.toml", help="config file whose [tokenizer] table is trained"
+    )
     parser.add_argument(
         "--semantic-sizes", type=int, nargs="+", default=[0], help="0: the preset's own"
     )

@@ -1,4 +1,5 @@
-"""Training throughput (images/s) and peak memory per tokenizer preset on this device.
+"""Training throughput (images/s) and peak memory per tokenizer preset (a config file's
+``[tokenizer]`` table) on this device.
 
 Each (preset, setting) runs in a fresh subprocess, so the CPU peak (process max RSS) is
 that run's own, and appends one row to benchmarks/results/train_throughput.csv (the
@@ -8,8 +9,8 @@ the median step time; images_per_s_mean and the 1-minute load average (other
 processes on the same cores) are kept so contended rows can be recognised.
 
     python benchmarks/train_throughput.py                      # cpu-32 and cpu-64
-    python benchmarks/train_throughput.py --presets cpu-32 --threads 1 2 --channels-last 0 1
-    python benchmarks/train_throughput.py --presets glotok --batch-size 16 --device cuda
+    python benchmarks/train_throughput.py --presets configs/cpu/glotok.toml --threads 1 2 --channels-last 0 1
+    python benchmarks/train_throughput.py --presets configs/glotok.toml --batch-size 16 --device cuda
 
 The full objective is timed by default: LPIPS (random-init VGG16 and linear layers
 written to a temp folder; same cost as the real ones), PatchGAN from step 0, EMA.
@@ -68,7 +69,7 @@ def measure(args: argparse.Namespace) -> dict:
     from glotok_bench.device import describe_device, peak_memory_bytes
     from glotok_bench.tokenizer import standalone_registry
     from glotok_bench.tokenizer.config import DiscriminatorConfig, LossConfig
-    from glotok_bench.tokenizer.model import tokenizer_preset
+    from glotok_bench.tokenizer.model import load_tokenizer_config
     from glotok_bench.tokenizer.perceptual import write_random_lpips_weights
     from glotok_bench.train.config import TrainConfig
     from glotok_bench.train.trainer import Trainer
@@ -77,7 +78,7 @@ def measure(args: argparse.Namespace) -> dict:
     device = torch.device(
         args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
-    tok = tokenizer_preset(args.preset)
+    tok = load_tokenizer_config(ROOT / args.preset)
     with tempfile.TemporaryDirectory() as tmp:
         loss_kwargs = dict(perceptual=False)
         if args.perceptual:
@@ -155,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--presets", nargs="+", default=["cpu-32", "cpu-64"])
+    parser.add_argument(
+        "--presets", nargs="+", default=["configs/cpu/glotok.toml", "configs/cpu/glotok-64.toml"],
+        help="config files (relative to the repository) whose [tokenizer] table is measured",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)

@@ -5,6 +5,7 @@ fakes in the other generator tests stand in for."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,13 +28,12 @@ def test_demo_tokens_train_and_decode_through_the_tokenizer(demo_root, tmp_path)
     )
     from glotok_bench.tokenizer import standalone_registry
     from glotok_bench.tokenizer.checkpoint import save_checkpoint
-    from glotok_bench.tokenizer.model import Tokenizer, tokenizer_preset
+    from glotok_bench.tokenizer.model import Tokenizer, load_tokenizer_config
     from glotok_bench.tokenizer.tokenize import tokenize_dataset
 
     registry = standalone_registry()
-    save_checkpoint(
-        tmp_path / "tokenizer.pt", Tokenizer(tokenizer_preset("cpu-32"), registry=registry)
-    )
+    tokenizer_config = load_tokenizer_config(Path(__file__).parents[1] / "configs/cpu/glotok.toml")
+    save_checkpoint(tmp_path / "tokenizer.pt", Tokenizer(tokenizer_config, registry=registry))
     data = DemoDataset(
         DemoDataset.Config(cache_dir=str(demo_root), max_images=96, horizontal_flip=False),
         split="train",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -135,11 +137,11 @@ def test_trainer_runs_each_supervision_on_the_same_tokenizer(
 ):
     from glotok_bench.tokenizer import standalone_registry
     from glotok_bench.tokenizer.config import LossConfig
-    from glotok_bench.tokenizer.model import tokenizer_preset
+    from glotok_bench.tokenizer.model import load_tokenizer_config
     from glotok_bench.train.config import TrainConfig
     from glotok_bench.train.trainer import train
 
-    tokenizer = tokenizer_preset("tiny-16")
+    tokenizer = load_tokenizer_config(Path(__file__).parent / "configs" / "tiny-16.toml")
     if kind == "histogram":
         supervision = HistogramSupervision(
             HistogramSupervision.Config(teacher_file=str(teacher_file)), semantic_dim=4

@@ -18,7 +18,7 @@ from glotok_bench.tokenizer.checkpoint import load_tokenizer, save_checkpoint
 from glotok_bench.tokenizer.config import LossConfig
 from glotok_bench.tokenizer.conv import ConvAutoencoder
 from glotok_bench.tokenizer.losses import build_perceptual
-from glotok_bench.tokenizer.model import build_tokenizer, tokenizer_preset
+from glotok_bench.tokenizer.model import build_tokenizer, load_tokenizer_config
 from glotok_bench.tokenizer.perceptual import LPIPS
 from glotok_bench.tokenizer.quantizers import DualQuantizer
 from glotok_bench.tokenizer.reconstruct import reconstruct_images
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config():
-    return tokenizer_preset("tiny-16")
+    return load_tokenizer_config(Path(__file__).parent / "configs" / "tiny-16.toml")
 
 
 def images(n=2, size=16, seed=0):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import attrs
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,13 +16,15 @@ from glotok_bench.tokenizer.config import TokenizerConfig
 from glotok_bench.tokenizer.conv import ConvAutoencoder
 from glotok_bench.tokenizer.model import (
     build_tokenizer,
+    load_tokenizer_config,
     tokenizer_config_from_dict,
-    tokenizer_preset,
 )
 from glotok_bench.tokenizer.quantizers import Codebook, DualQuantizer, VectorQuantizer
 from glotok_bench.tokenizer.residual import NoResidualHead, TransformerResidualHead
 
 REGISTRY = standalone_registry()
+ROOT = Path(__file__).resolve().parents[1]
+TINY_TOML = ROOT / "tests" / "configs" / "tiny-16.toml"
 
 
 # Tiny models run faster on one thread, and far faster when the 2 cores are shared.
@@ -29,23 +34,18 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def tiny_config(
     quantizer="dual", head="transformer", distance="cosine", resolution=16
 ) -> TokenizerConfig:
-    conv = ConvAutoencoder.Config(
-        base_channels=16, channel_multipliers=(1, 2), num_res_blocks=1, z_channels=16
-    )
-    if quantizer == "dual":
-        q = DualQuantizer.Config(semantic_size=16, visual_size=48, code_dim=4, distance=distance)
-    else:
-        q = VectorQuantizer.Config(codebook_size=32, code_dim=4, distance=distance)
-    h = (
-        TransformerResidualHead.Config(width=16, heads=2)
-        if head == "transformer"
-        else NoResidualHead.Config()
-    )
-    return TokenizerConfig(
+    """tests/configs/tiny-16.toml, or a variant: a single 32-code codebook (``"vq"``), no
+    residual head (``"none"``), another distance or resolution."""
+    config = load_tokenizer_config(TINY_TOML)
+    q = config.quantizer.config
+    if quantizer == "vq":
+        q = VectorQuantizer.Config(codebook_size=32, code_dim=q.code_dim)
+    h = config.residual_head if head == "transformer" else ComponentChoice(head, NoResidualHead.Config())
+    return attrs.evolve(
+        config,
         resolution=resolution,
-        autoencoder=ComponentChoice("vqgan-conv", conv),
-        quantizer=ComponentChoice(quantizer, q),
-        residual_head=ComponentChoice(head, h),
+        quantizer=ComponentChoice(quantizer, attrs.evolve(q, distance=distance)),
+        residual_head=h,
     )
 
 
@@ -230,22 +230,12 @@ def test_config_round_trips_through_plain_dict():
     assert tokenizer_config_from_dict(to_dict(config), registry=REGISTRY) == config
 
 
-def test_tiny_preset_matches_the_test_config():
-    assert tokenizer_preset("tiny-16") == tiny_config()
-
-
-def test_presets_build_with_paper_codebooks():
-    glotok = tokenizer_preset("glotok")
-    assert (
-        glotok.quantizer.config.semantic_size == 4096
-        and glotok.quantizer.config.visual_size == 12288
-    )
-    assert glotok.quantizer.config.code_dim == 8
-    assert tokenizer_preset("glotok-2x").quantizer.config.visual_size == 16384
-    model = build_tokenizer(tokenizer_preset("cpu-32"), registry=REGISTRY)
-    assert model.grid_size == 8 and model.latent_channels == 16
-    with pytest.raises(ConfigError, match="unknown tokenizer preset"):
-        tokenizer_preset("nope")
+def test_cpu_presets_tokenize_to_an_8x8_grid():
+    for preset in ("glotok.toml", "glotok-64.toml"):
+        model = build_tokenizer(load_tokenizer_config(ROOT / "configs" / "cpu" / preset), registry=REGISTRY)
+        assert model.grid_size == 8 and model.latent_channels == 16, preset
+    with pytest.raises(ConfigError, match="not found"):
+        load_tokenizer_config(ROOT / "configs" / "nope.toml")
 
 
 def test_toml_tables_structure_into_tokenizer_config():
@@ -263,6 +253,7 @@ def test_toml_tables_structure_into_tokenizer_config():
         },
     )
     assert config.quantizer == ComponentChoice("vq", VectorQuantizer.Config(codebook_size=1024))
-    assert TokenizerConfig() == tokenizer_preset("glotok")  # the paper's model is the default
+    # The paper's model is the default.
+    assert TokenizerConfig() == load_tokenizer_config(ROOT / "configs" / "glotok.toml")
     with pytest.raises(ConfigError, match="semantic_size"):
         structure(TokenizerConfig, {"quantizer": {"name": "dual", "semantic_sizes": 3}})

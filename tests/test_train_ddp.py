@@ -20,7 +20,9 @@ SCRIPT = textwrap.dedent(
     from torch import nn
     from glotok_bench.tokenizer import standalone_registry
     from glotok_bench.tokenizer.config import LossConfig
-    from glotok_bench.tokenizer.model import tokenizer_preset
+    from pathlib import Path
+    import glotok_bench
+    from glotok_bench.tokenizer.model import load_tokenizer_config
     from glotok_bench.train.config import TrainConfig
     from glotok_bench.train.trainer import train
 
@@ -30,7 +32,8 @@ SCRIPT = textwrap.dedent(
     # No BatchNorm discriminator and no LPIPS: the loss is then a plain mean over images,
     # so averaging two half-batch gradients equals the whole-batch gradient.
     result = train(
-        tokenizer_preset("tiny-16"), LossConfig(perceptual=False, adversarial_weight=0.0),
+        load_tokenizer_config(Path(glotok_bench.__file__).resolve().parents[1] / "tests/configs/tiny-16.toml"),
+        LossConfig(perceptual=False, adversarial_weight=0.0),
         TrainConfig(max_steps=4, batch_size=4, checkpoint_every=4, progress=False, lr=1e-3),
         data, run_dir=sys.argv[1], registry=standalone_registry(),
     )

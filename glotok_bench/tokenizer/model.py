@@ -7,8 +7,9 @@ channels back to the decoder's z channels, as LlamaGen's ``post_quant_conv`` doe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -215,89 +216,16 @@ def tokenizer_config_from_dict(
 # -- presets ------------------------------------------------------------------------------
 
 
-def tokenizer_preset(name: str) -> TokenizerConfig:
-    """Named tokenizer configs: the paper's models and small CPU presets.
+def load_tokenizer_config(path: str | Path, overrides: Sequence[str] = ()) -> TokenizerConfig:
+    """The ``[tokenizer]`` table of a run config file (``extends`` followed), typed.
 
-    ``glotok`` (256 px, 4096 + 12288 codes, transformer residual heads), ``glotok-2x``
-    (16384 x 2), ``llamagen-vq`` (single 16384 codebook, no residual), ``cpu-32`` and
-    ``cpu-64`` (narrow nets with an 8x8 token grid that train on 2 CPU cores) and
-    ``tiny-16`` (a 16 px smoke-test model for unit tests).
+    Tokenizer presets are these files and nothing else: ``configs/glotok.toml`` (the
+    paper's), ``configs/glotok-2x.toml``, ``configs/vq-single.toml``, the CPU ones in
+    ``configs/cpu/`` and the unit tests' ``tests/configs/tiny-16.toml``. ``overrides`` are
+    ``key=value`` paths inside the table (``quantizer.code_dim=4``).
     """
-    from glotok_bench.tokenizer.conv import ConvAutoencoder
-    from glotok_bench.tokenizer.quantizers import DualQuantizer, VectorQuantizer
-    from glotok_bench.tokenizer.residual import NoResidualHead, TransformerResidualHead
+    from glotok_bench.config import apply_overrides, read_toml_with_extends
 
-    def make(resolution, conv, quantizer_name, quantizer, head_name, head):
-        return TokenizerConfig(
-            resolution=resolution,
-            autoencoder=ComponentChoice("vqgan-conv", conv),
-            quantizer=ComponentChoice(quantizer_name, quantizer),
-            residual_head=ComponentChoice(head_name, head),
-        )
-
-    transformer = TransformerResidualHead.Config
-    presets = {
-        "glotok": lambda: make(
-            256,
-            ConvAutoencoder.Config(),
-            "dual",
-            DualQuantizer.Config(),
-            "transformer",
-            transformer(),
-        ),
-        "glotok-2x": lambda: make(
-            256,
-            ConvAutoencoder.Config(),
-            "dual",
-            DualQuantizer.Config(semantic_size=16_384, visual_size=16_384),
-            "transformer",
-            transformer(),
-        ),
-        "llamagen-vq": lambda: make(
-            256,
-            ConvAutoencoder.Config(),
-            "vq",
-            VectorQuantizer.Config(),
-            "none",
-            NoResidualHead.Config(),
-        ),
-        # 32 px -> 8x8 tokens (4x down); codebooks keep GloTok's 1:3 semantic:visual split.
-        "cpu-32": lambda: make(
-            32,
-            ConvAutoencoder.Config(
-                base_channels=32, channel_multipliers=(1, 2, 2), num_res_blocks=1, z_channels=64
-            ),
-            "dual",
-            DualQuantizer.Config(semantic_size=256, visual_size=768),
-            "transformer",
-            transformer(width=64, heads=2),
-        ),
-        # 16 px, 2x down: a smoke-test size (unit tests, CI), not a useful tokenizer.
-        "tiny-16": lambda: make(
-            16,
-            ConvAutoencoder.Config(
-                base_channels=16, channel_multipliers=(1, 2), num_res_blocks=1, z_channels=16
-            ),
-            "dual",
-            DualQuantizer.Config(semantic_size=16, visual_size=48, code_dim=4),
-            "transformer",
-            transformer(width=16, heads=2),
-        ),
-        # 64 px -> 8x8 tokens (8x down).
-        "cpu-64": lambda: make(
-            64,
-            ConvAutoencoder.Config(
-                base_channels=32, channel_multipliers=(1, 2, 2, 4), num_res_blocks=1, z_channels=64
-            ),
-            "dual",
-            DualQuantizer.Config(semantic_size=1024, visual_size=3072),
-            "transformer",
-            transformer(width=64, heads=2),
-        ),
-    }
-    if name not in presets:
-        raise ConfigError(f"unknown tokenizer preset {name!r}; known: {', '.join(sorted(presets))}")
-    return presets[name]()
-
-
-TOKENIZER_PRESETS = ("glotok", "glotok-2x", "llamagen-vq", "cpu-32", "cpu-64", "tiny-16")
+    path = Path(path)
+    table = read_toml_with_extends(path).get("tokenizer", {})
+    return structure(TokenizerConfig, apply_overrides(table, overrides), source=f"{path} [tokenizer]")
