@@ -14,6 +14,7 @@ import attrs
 from glotok_bench.config import ComponentChoice, component_field
 from glotok_bench.eval.evaluator import EvalOptions
 from glotok_bench.eval.fidelity import FrechetDistance, InceptionScore
+from glotok_bench.generators.options import SamplingOptions
 from glotok_bench.generators.train import GeneratorRunConfig
 from glotok_bench.tokenizer.config import LossConfig, TokenizerConfig
 from glotok_bench.train.config import TrainConfig
@@ -29,15 +30,15 @@ class DataConfig:
 
 
 @attrs.frozen(kw_only=True)
-class GenerationConfig:
-    """Sampling and gFID/IS of the generator stage (ADM protocol: 50 per class)."""
+class GenerationConfig(SamplingOptions):
+    """Sampling and gFID/IS of the generator stage (ADM protocol: 50 per class).
+
+    The sampling fields (cfg_scale, cfg_schedule, temperature, top_k, top_p, seed,
+    kv_cache, sampler, steps_first, steps_last) are :class:`SamplingOptions`'; left
+    unset, they take the generator preset's values (e.g. FAR's guidance 2.0).
+    """
 
     per_class: int = 50
-    cfg_scale: float = 1.0
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 0
     batch_size: int = 32
     fid: FrechetDistance.Config = FrechetDistance.Config(label="gfid")
     inception_score: InceptionScore.Config | None = InceptionScore.Config()

@@ -240,3 +240,79 @@ def test_models_refuse_token_data_they_cannot_model():
         XAR_TINY(XAR_TINY.Config(cell_size=3), **CONTEXT)
     with pytest.raises(ConfigError, match="top_k"):
         XAR_TINY(XAR_TINY.Config(), **CONTEXT).sample(torch.tensor([0]), top_k=5)
+
+
+# -- sampling options ---------------------------------------------------------------------------
+
+
+def test_unset_sampling_options_take_the_generators_own_defaults():
+    from glotok_bench.generators.options import SamplingOptions
+
+    guided = far(cfg_scale=3.0)  # a preset whose default guidance is 3
+    labels = torch.tensor([0, 2])
+    by_default = guided.sample(labels, SamplingOptions(seed=5))
+    assert all(
+        torch.equal(by_default[b], t) for b, t in guided.sample(labels, seed=5, cfg_scale=3.0).items()
+    )
+    unguided = guided.sample(labels, SamplingOptions(seed=5, cfg_scale=1.0))
+    assert any(not torch.equal(by_default[b], unguided[b]) for b in by_default)
+    # What a record stores is resolved: no field is left to "whatever the preset says".
+    resolved = SamplingOptions().resolve(guided.config)
+    assert resolved.cfg_scale == 3.0 and resolved.cfg_schedule == "constant"
+    assert SamplingOptions(cfg_scale=1.5).resolve(guided.config).cfg_scale == 1.5
+
+
+def test_sampling_options_refuse_unknown_and_out_of_range_values():
+    from glotok_bench.config import structure
+    from glotok_bench.generators.options import SamplingOptions, sampling_options
+    from glotok_bench.runconfig import GenerationConfig
+
+    with pytest.raises(ConfigError, match="cfg_sacle"):
+        sampling_options(cfg_sacle=2.0)
+    with pytest.raises(ConfigError, match="top_p"):
+        sampling_options(top_p=0.0)
+    with pytest.raises(ConfigError, match="steps_first"):
+        structure(GenerationConfig, {"steps_first": 0})
+    with pytest.raises(ConfigError, match="cfg_scale"):
+        structure(GenerationConfig, {"cfg_scale": float("nan")})
+    # The [generation] section keeps its flat keys and hands over exactly the sampling part.
+    generation = structure(GenerationConfig, {"cfg_scale": 2.0, "steps_first": 8, "per_class": 3})
+    assert SamplingOptions.of(generation) == SamplingOptions(cfg_scale=2.0, steps_first=8)
+
+
+# -- xAR architecture options --------------------------------------------------------------------
+
+SIMPLE_XAR = dict(
+    mlp="swiglu", learned_positions=False, input_norm=False, encoder_decoder=False, adaln_zero=True
+)
+
+
+@pytest.mark.parametrize("form", [{}, SIMPLE_XAR], ids=["upstream", "simple"])
+def test_xar_forms_keep_block_causality_and_cache_equality(form):
+    model = xar(**form)
+    x, times, labels = torch.randn(1, 64, 8), torch.rand(1, 4), torch.tensor([2])
+    changed = x.clone()
+    changed[:, 32:48] += 1.0  # cell 2
+    out, out2 = model.velocity(x, labels, times), model.velocity(changed, labels, times)
+    assert torch.allclose(out[:, :32], out2[:, :32], atol=1e-6)
+    assert not torch.allclose(out[:, 48:], out2[:, 48:], atol=1e-4)
+    options = dict(cfg_scale=2.0, seed=3, steps_first=2, steps_last=2)
+    cached = model.sample(labels, kv_cache=True, **options)
+    assert torch.allclose(cached, model.sample(labels, kv_cache=False, **options), atol=1e-4)
+
+
+def test_xar_init_and_dropout_options():
+    from glotok_bench.generators.presets import XAR_TINY
+
+    x, times, labels = torch.randn(2, 64, 8), torch.rand(2, 4), torch.tensor([0, 1])
+    # adaLN-zero starts at a zero prediction; xAR's own init (xavier everywhere) does not.
+    zero = XAR_TINY(XAR_TINY.Config(adaln_zero=True), **CONTEXT).eval()
+    assert torch.count_nonzero(zero.velocity(x, labels, times)) == 0
+    upstream = XAR_TINY(XAR_TINY.Config(), **CONTEXT).eval()
+    assert torch.count_nonzero(upstream.velocity(x, labels, times)) > 0
+    # Attention-probability and projection dropout act in training only.
+    dropped = XAR_TINY(XAR_TINY.Config(attn_dropout=0.5, class_dropout=0.0), **CONTEXT)
+    dropped.eval()
+    assert torch.equal(dropped.velocity(x, labels, times), dropped.velocity(x, labels, times))
+    dropped.train()
+    assert not torch.equal(dropped.velocity(x, labels, times), dropped.velocity(x, labels, times))

@@ -53,4 +53,9 @@ def generate_command(checkpoint: Path, tokenizer_checkpoint: Path, config_path: 
                         lambda: evaluate_generator(config, checkpoint, tokenizer_checkpoint, out))
     for name, metric in sorted(record["metrics"].items()):
         click.echo(f"  {name:<32} {metric.get('value')}")
-    click.echo(f"samples: {record['results']['gen-eval'].get('samples')}")
+    results = record["results"]["gen-eval"]
+    sampling = results.get("sampling") or {}
+    if sampling:  # the generator preset's defaults fill what the config leaves unset
+        click.echo(f"guidance {sampling.get('cfg_scale')} ({sampling.get('cfg_schedule')}), "
+                   f"temperature {sampling.get('temperature')}, seed {sampling.get('seed')}")
+    click.echo(f"samples: {results.get('samples')}")

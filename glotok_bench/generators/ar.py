@@ -9,6 +9,7 @@ tokenizer: this baseline is meant for VQ tokenizers).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 import torch
@@ -17,8 +18,8 @@ from torch import nn
 
 from glotok_bench.errors import ConfigError
 from glotok_bench.generators.decoder import CausalDecoder, autoregress, init_llamagen_weights
+from glotok_bench.generators.options import CfgSchedule, SamplingOptions, sampling_options
 from glotok_bench.generators.sampling import (
-    CfgSchedule,
     cfg_scale_at,
     evaluating,
     guide,
@@ -63,6 +64,10 @@ class ARGenerator(nn.Module):
         init_std: float = 0.02
         # Which codebook to model; None: the token set's only one.
         branch: str | None = None
+        # Sampling defaults (SamplingOptions fields left None). Guidance stays off: no
+        # paper this baseline stands in for fixes a scale; set generation.cfg_scale.
+        cfg_scale: float = 1.0
+        cfg_schedule: CfgSchedule = "constant"
 
     def __init__(
         self,
@@ -120,32 +125,35 @@ class ARGenerator(nn.Module):
     def sample(
         self,
         labels: torch.Tensor,
+        options: SamplingOptions | None = None,
         *,
-        cfg_scale: float = 1.0,
-        cfg_schedule: CfgSchedule = "constant",
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        seed: int | None = None,
         generator: torch.Generator | None = None,
-        kv_cache: bool = True,
+        **changes: Any,
     ) -> dict[str, torch.Tensor]:
         """labels [B] -> ``{branch: LongTensor [B, h, w]}``.
 
-        Guidance doubles the batch (class, then no-class) whenever ``cfg_scale`` != 1;
+        ``options`` (with ``changes`` applied; unset fields from the config): guidance
+        doubles the batch (class, then no-class) whenever ``cfg_scale`` != 1, and
         ``cfg_schedule`` "linear" ramps it from 1 at the first token to ``cfg_scale``.
+        ``generator`` (else one seeded with ``options.seed``) draws the tokens.
         """
+        opts = sampling_options(options, **changes).resolve(self.config)
         labels = labels.to(self.output.weight.device)
-        generator = generator or make_generator(seed, labels.device)
-        guided = cfg_scale != 1.0
+        generator = generator or make_generator(opts.seed, labels.device)
+        guided = opts.cfg_scale != 1.0
         total = self.decoder.seq_len
 
         def choose(hidden: torch.Tensor, i: int) -> torch.Tensor:
             logits = self.output(hidden).float()
             if guided:
-                logits = guide(*logits.chunk(2), cfg_scale_at(i, total, cfg_scale, cfg_schedule))
+                scale = cfg_scale_at(i, total, opts.cfg_scale, opts.cfg_schedule)
+                logits = guide(*logits.chunk(2), scale)
             draw = sample_logits(
-                logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+                logits,
+                temperature=opts.temperature,
+                top_k=opts.top_k,
+                top_p=opts.top_p,
+                generator=generator,
             )
             return draw[:, None]
 
@@ -154,7 +162,7 @@ class ARGenerator(nn.Module):
                 self.decoder,
                 labels,
                 guided=guided,
-                kv_cache=kv_cache,
+                kv_cache=opts.kv_cache,
                 embed=lambda t: self.embed(t[..., 0]),
                 choose=choose,
             )

@@ -16,6 +16,7 @@ so GloTok's 4096 semantic + 12288 visual split needs no padding.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 import torch
@@ -25,8 +26,8 @@ from torch import nn
 from glotok_bench.errors import ConfigError
 from glotok_bench.generators.decoder import CausalDecoder, autoregress, init_llamagen_weights
 from glotok_bench.generators.layers import Block, RMSNorm, swiglu_hidden
+from glotok_bench.generators.options import CfgSchedule, SamplingOptions, sampling_options
 from glotok_bench.generators.sampling import (
-    CfgSchedule,
     cfg_scale_at,
     evaluating,
     guide,
@@ -58,6 +59,10 @@ class FARGenerator(nn.Module):
         # Prediction order inside a position: the first branch is predicted from h_i alone.
         first: str = "visual"
         second: str = "semantic"
+        # Sampling defaults (SamplingOptions fields left None): FQGAN evaluates FAR with
+        # constant guidance 2.0 on both indices (its eval_far.sh, generate_dual.py).
+        cfg_scale: float = 2.0
+        cfg_schedule: CfgSchedule = "constant"
 
     def __init__(
         self,
@@ -157,47 +162,46 @@ class FARGenerator(nn.Module):
     def sample(
         self,
         labels: torch.Tensor,
+        options: SamplingOptions | None = None,
         *,
-        cfg_scale: float = 1.0,
-        cfg_schedule: CfgSchedule = "constant",
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        seed: int | None = None,
         generator: torch.Generator | None = None,
-        kv_cache: bool = True,
+        **changes: Any,
     ) -> dict[str, torch.Tensor]:
         """labels [B] -> ``{first: LongTensor [B, h, w], second: LongTensor [B, h, w]}``.
 
-        Guidance (batch doubled with no-class rows when ``cfg_scale`` != 1) is applied to
-        both the first and the second index's logits; the second index's no-class row is
+        ``options`` (with ``changes`` applied; unset fields from the config). Guidance
+        (batch doubled with no-class rows when ``cfg_scale`` != 1) is applied to both the
+        first and the second index's logits; the second index's no-class row is
         conditioned on the same (guided) first index.
         """
+        opts = sampling_options(options, **changes).resolve(self.config)
         labels = labels.to(self.out_first.weight.device)
-        generator = generator or make_generator(seed, labels.device)
-        guided = cfg_scale != 1.0
+        generator = generator or make_generator(opts.seed, labels.device)
+        guided = opts.cfg_scale != 1.0
         total = self.decoder.seq_len
-        options = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+        draw = dict(
+            temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p, generator=generator
+        )
 
         def choose(hidden: torch.Tensor, i: int) -> torch.Tensor:
-            scale = cfg_scale_at(i, total, cfg_scale, cfg_schedule)
+            scale = cfg_scale_at(i, total, opts.cfg_scale, opts.cfg_schedule)
             logits = self.out_first(self.run_head(hidden)[:, 0]).float()
             if guided:
                 logits = guide(*logits.chunk(2), scale)
-            first = sample_logits(logits, **options)
+            first = sample_logits(logits, **draw)
             logits = self.out_second(
                 self.run_head(hidden, torch.cat([first, first]) if guided else first)[:, 1]
             ).float()
             if guided:
                 logits = guide(*logits.chunk(2), scale)
-            return torch.stack([first, sample_logits(logits, **options)], dim=-1)
+            return torch.stack([first, sample_logits(logits, **draw)], dim=-1)
 
         with evaluating(self):
             tokens = autoregress(
                 self.decoder,
                 labels,
                 guided=guided,
-                kv_cache=kv_cache,
+                kv_cache=opts.kv_cache,
                 embed=self.embed,
                 choose=choose,
             )

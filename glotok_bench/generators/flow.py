@@ -20,8 +20,8 @@ from typing import Literal
 import torch
 
 from glotok_bench.errors import ConfigError
+from glotok_bench.generators.options import Integrator
 
-Integrator = Literal["euler", "euler_maruyama"]
 TimeSampling = Literal["logit_normal", "uniform"]
 
 

@@ -3,6 +3,9 @@ write a PNG grid plus the ADM-layout ``.npz`` that gFID/IS evaluation reads.
 
 ADM protocol for ImageNet: 50 samples per class (50,000 images), stored as key
 ``arr_0``, uint8 [N, H, W, 3], pixel = round((x + 1) * 127.5) clipped to [0, 255].
+
+Sampling may run under bf16 autocast; decoding never does: samples are decoded in fp32,
+as rFID evaluation decodes, so gFID and rFID see the same decoder.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from glotok_bench.atomic import atomic_write_bytes
 from glotok_bench.device import autocast, pick_device, resolve_precision
 from glotok_bench.errors import ConfigError
 from glotok_bench.generators.checkpoint import load_generator
+from glotok_bench.generators.options import SamplingOptions, sampling_options
 from glotok_bench.generators.sampling import make_generator
 
 Samples = torch.Tensor | Mapping[str, torch.Tensor]
@@ -30,11 +34,34 @@ def adm_labels(num_classes: int, per_class: int = 50) -> torch.Tensor:
     return torch.arange(num_classes).repeat_interleave(per_class)
 
 
-def decode_samples(tokenizer: Any, samples: Samples) -> torch.Tensor:
-    """Index grids ``{branch: [B, h, w]}`` -> ``decode_indices``; latents [B, C, h, w] -> ``decode``."""
-    if isinstance(samples, Mapping):
-        return tokenizer.decode_indices(dict(samples))
-    return tokenizer.decode(samples)
+def decode_samples(
+    tokenizer: Any, samples: Samples, features: str = "with_residual"
+) -> torch.Tensor:
+    """Samples -> images [B, 3, H, W], in fp32 whatever autocast is active around the call.
+
+    Index grids ``{branch: [B, h, w]}`` go through ``decode_indices`` (which adds the
+    residual heads' Z_res); latents [B, C, h, w] through ``decode``, after
+    ``add_residual`` when they are bare ``quantized`` codes (an xAR with
+    ``features = "quantized"``), since the decoder was trained on Z_hat + Z_res.
+    """
+    if features not in ("with_residual", "quantized"):
+        raise ConfigError(
+            f"unknown latent features {features!r}; use 'with_residual' or 'quantized'"
+        )
+    some = next(iter(samples.values())) if isinstance(samples, Mapping) else samples
+    with torch.autocast(some.device.type, enabled=False):
+        if isinstance(samples, Mapping):
+            return tokenizer.decode_indices(dict(samples)).float()
+        latents = samples.float()
+        if features == "quantized":
+            latents = tokenizer.add_residual(latents)
+        return tokenizer.decode(latents).float()
+
+
+def sampled_features(model: nn.Module) -> str:
+    """Which latents ``model.sample`` returns: its config's ``features`` (xAR), else the
+    decoder's own input, ``with_residual``."""
+    return str(getattr(getattr(model, "config", None), "features", "with_residual"))
 
 
 def check_tokenizer(context: Mapping[str, Any], tokenizer: Any) -> None:
@@ -72,29 +99,25 @@ def generate(
     checkpoint: str | Path | nn.Module,
     tokenizer: Any,
     labels: torch.Tensor,
+    options: SamplingOptions | None = None,
     *,
-    cfg_scale: float = 1.0,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int = 0,
     batch_size: int = 32,
-    kv_cache: bool = True,
     weights: Literal["ema", "model"] = "ema",
     device: str = "auto",
     precision: str = "auto",
     registry: Any = None,
     progress: bool = False,
-    **sample_options: Any,
+    **changes: Any,
 ) -> np.ndarray:
     """Generate one image per label -> uint8 [N, H, W, 3] (ADM layout).
 
     ``checkpoint``: a generator checkpoint path, or a generator module. ``tokenizer``
-    decodes the samples (``decode_indices`` for index grids, ``decode`` for latents).
-    Batch ``b`` draws from a generator seeded with ``seed * 1_000_003 + b``, so the
-    images depend on (seed, batch_size) and nothing else. ``sample_options`` go to the
-    generator's ``sample`` (e.g. ``cfg_schedule``, ``steps_first`` for xAR).
+    decodes the samples (see :func:`decode_samples`). ``options`` (``changes`` are
+    applied to it, e.g. ``cfg_scale=2.0``) go to the generator's ``sample``; fields left
+    unset take the generator's defaults. Batch ``b`` draws from a generator seeded with
+    ``seed * 1_000_003 + b``, so the images depend on (seed, batch_size) and nothing else.
     """
+    options = sampling_options(options, **changes)
     dev = pick_device(device)
     if isinstance(checkpoint, nn.Module):
         model, context = checkpoint.to(dev).eval(), None
@@ -103,6 +126,7 @@ def generate(
         context = payload["context"]
     if context is not None:
         check_tokenizer(context, tokenizer)
+    features = sampled_features(model)
     labels = torch.as_tensor(labels, dtype=torch.long).flatten()
     bad = labels[(labels < 0) | (labels >= model.num_classes)]
     if bad.numel():
@@ -116,19 +140,10 @@ def generate(
         tqdm(batches, disable=not progress, desc="generate", unit="batch")
     ):
         part = labels[start : start + batch_size].to(dev)
-        rng = make_generator(seed * 1_000_003 + index, dev)
+        rng = make_generator(options.seed * 1_000_003 + index, dev)
         with autocast(dev, precision):
-            samples = model.sample(
-                part,
-                cfg_scale=cfg_scale,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                generator=rng,
-                kv_cache=kv_cache,
-                **sample_options,
-            )
-            images = decode_samples(tokenizer, samples)
+            samples = model.sample(part, options, generator=rng)
+        images = decode_samples(tokenizer, samples, features)
         out.append(to_uint8(images.clamp(-1, 1)))
     return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
 
@@ -178,30 +193,29 @@ def generate_to_dir(
     per_class: int = 50,
     num_classes: int | None = None,
     labels: torch.Tensor | None = None,
-    cfg_scale: float = 1.0,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int = 0,
+    options: SamplingOptions | None = None,
     batch_size: int = 32,
-    kv_cache: bool = True,
     weights: Literal["ema", "model"] = "ema",
     device: str = "auto",
+    precision: str = "auto",
     registry: Any = None,
     progress: bool = False,
-    **sample_options: Any,
+    **changes: Any,
 ) -> dict[str, Any]:
     """``generate CKPT``: sample ``per_class`` images for each class (or one per entry of
     ``labels``), write ``samples.npz`` and ``grid.png`` under ``out_dir``; returns their
-    paths and the sampling protocol, for the run record the gFID/IS evaluation extends.
+    paths and the sampling protocol (the options resolved against the generator's
+    defaults), for the run record the gFID/IS evaluation extends.
 
     The tokenizer is ``tokenizer`` if given, else loaded from ``tokenizer_checkpoint``,
     else from the path the token manifest recorded (whose sha256 must still match).
     """
-    from glotok_bench.generators.checkpoint import read_generator_checkpoint
     from glotok_bench.weights import file_sha256
 
-    payload = read_generator_checkpoint(checkpoint)
+    options = sampling_options(options, **changes)
+    model, payload = load_generator(
+        checkpoint, weights=weights, device=pick_device(device), registry=registry
+    )
     provenance = payload.get("tokens") or {}
     if tokenizer is None:
         from glotok_bench.tokenizer.checkpoint import load_tokenizer
@@ -217,28 +231,21 @@ def generate_to_dir(
                 f"the tokenizer at {path} changed since the tokens were written (sha256 differs)"
             )
         tokenizer, _ = load_tokenizer(path, device=pick_device(device), registry=registry)
+    check_tokenizer(payload["context"], tokenizer)
     classes = num_classes or int(payload["context"]["num_classes"])
     chosen = adm_labels(classes, per_class) if labels is None else torch.as_tensor(labels)
-    sampling = {
-        "cfg_scale": cfg_scale,
-        "temperature": temperature,
-        "top_k": top_k,
-        "top_p": top_p,
-        "seed": seed,
-        "batch_size": batch_size,
-        "kv_cache": kv_cache,
-        "weights": weights,
-        **sample_options,
-    }
+    resolved = options.resolve(model.config)
     images = generate(
-        checkpoint,
+        model,
         tokenizer,
         chosen,
+        resolved,
+        batch_size=batch_size,
         device=device,
-        registry=registry,
+        precision=precision,
         progress=progress,
-        **sampling,
     )
+    sampling = {**resolved.describe(), "batch_size": batch_size, "weights": weights}
     out_dir = Path(out_dir)
     written = write_samples(images, out_dir / "samples.npz", out_dir / "grid.png")
     protocol = {

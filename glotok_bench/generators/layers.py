@@ -10,6 +10,7 @@ from one sampling call into the next.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,18 +44,40 @@ def swiglu_hidden(dim: int, ratio: float = 4.0, multiple_of: int = 1) -> int:
     return multiple_of * math.ceil(hidden / multiple_of)
 
 
-class SwiGLU(nn.Module):
-    """w_down(silu(w_gate x) * w_up x): [B, L, D] -> [B, L, D]."""
+GateActivation = Literal["silu", "gelu"]
 
-    def __init__(self, dim: int, hidden: int, *, bias: bool = False, dropout: float = 0.0):
+
+class SwiGLU(nn.Module):
+    """w_down(act(w_gate x) * w_up x): [B, L, D] -> [B, L, D].
+
+    ``activation`` "silu" is SwiGLU (Llama, LlamaGen, FAR); "gelu" is GEGLU, which xAR
+    gets from timm's ``SwiGLU`` built with ``act_layer=nn.GELU``. ``dropout`` acts on the
+    output; ``hidden_dropout`` on the gated product before ``w_down`` (timm drops both).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        *,
+        bias: bool = False,
+        dropout: float = 0.0,
+        hidden_dropout: float = 0.0,
+        activation: GateActivation = "silu",
+    ):
         super().__init__()
+        if activation not in ("silu", "gelu"):
+            raise ValueError(f"unknown gate activation {activation!r}; use 'silu' or 'gelu'")
+        self.activation = F.silu if activation == "silu" else F.gelu
         self.w_gate = nn.Linear(dim, hidden, bias=bias)
         self.w_up = nn.Linear(dim, hidden, bias=bias)
         self.w_down = nn.Linear(hidden, dim, bias=bias)
+        self.hidden_dropout = nn.Dropout(hidden_dropout)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.w_down(F.silu(self.w_gate(x)) * self.w_up(x)))
+        gated = self.hidden_dropout(self.activation(self.w_gate(x)) * self.w_up(x))
+        return self.dropout(self.w_down(gated))
 
 
 # -- rotary positions ----------------------------------------------------------------------
@@ -144,14 +167,27 @@ def causal_mask(queries: int, keys: int, device: torch.device | None = None) -> 
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with rotary positions and an optional KV cache."""
+    """Multi-head self-attention with rotary positions and an optional KV cache.
 
-    def __init__(self, dim: int, heads: int, *, bias: bool = False, dropout: float = 0.0):
+    ``dropout`` acts on the output projection, ``attn_dropout`` on the attention
+    probabilities (xAR uses both, at 0.1); neither acts outside training.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        bias: bool = False,
+        dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+    ):
         super().__init__()
         if dim % heads:
             raise ValueError(f"width {dim} is not divisible by {heads} heads")
         self.heads = heads
         self.head_dim = dim // heads
+        self.attn_dropout = attn_dropout
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
         self.proj = nn.Linear(dim, dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
@@ -188,7 +224,14 @@ class Attention(nn.Module):
             elif length > 1:
                 mask = causal_mask(length, keys, x.device)
             # one query after its cache sees every key: no mask needed
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=is_causal,
+            dropout_p=self.attn_dropout if self.training else 0.0,
+        )
         return self.dropout(self.proj(out.transpose(1, 2).reshape(batch, length, dim)))
 
 
@@ -209,14 +252,24 @@ class Block(nn.Module):
         ffn_hidden: int,
         bias: bool = False,
         dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        ffn_hidden_dropout: float = 0.0,
+        activation: GateActivation = "silu",
         adaptive: bool = False,
         eps: float = 1e-6,
     ):
         super().__init__()
         self.attn_norm = RMSNorm(dim, eps, affine=not adaptive)
-        self.attn = Attention(dim, heads, bias=bias, dropout=dropout)
+        self.attn = Attention(dim, heads, bias=bias, dropout=dropout, attn_dropout=attn_dropout)
         self.ffn_norm = RMSNorm(dim, eps, affine=not adaptive)
-        self.ffn = SwiGLU(dim, ffn_hidden, bias=bias, dropout=dropout)
+        self.ffn = SwiGLU(
+            dim,
+            ffn_hidden,
+            bias=bias,
+            dropout=dropout,
+            hidden_dropout=ffn_hidden_dropout,
+            activation=activation,
+        )
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim)) if adaptive else None
 
     def forward(

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Literal
 
 import torch
 
 from glotok_bench.errors import ConfigError
-
-CfgSchedule = Literal["constant", "linear"]
+from glotok_bench.generators.options import CfgSchedule
 
 
 def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:

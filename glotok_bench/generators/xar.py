@@ -10,17 +10,26 @@ the tokens of cell c. Loss: mean squared velocity error.
 
 Sampling goes cell by cell: the cell starts from noise and is integrated with the
 Euler(-Maruyama) sampler while attending to the finished cells (clean, t = 0); guidance
-ramps per cell from 1 to ``cfg_scale``, and the flow steps from ``steps_first`` to
-``steps_last``. With the KV cache a finished cell is run once more at t = 0 to store its
-keys/values; without it every evaluation reruns the whole prefix.
+ramps per cell from 1 to ``cfg_scale``, and the flow steps go from ``steps_first`` to
+``steps_last`` (equal in xAR's own evaluation). With the KV cache a finished cell is run
+once more at t = 0 to store its keys/values; without it every evaluation reruns the
+whole prefix.
 
-Defaults are xAR-B (16 blocks of width 768, 12 heads: 172M).
+Defaults are xAR-B as xAR's code builds it (``models/xar.py``, ``main_mar.py``): 8
+encoder + 8 decoder blocks of width 768, 12 heads (172M); GEGLU feed-forward; learned
+absolute positions added to the encoder and decoder inputs besides the 2-D RoPE; an
+RMSNorm after the input projection (``z_proj_ln``); a norm and a linear map between
+encoder and decoder (``encoder_norm``, ``decoder_embed``); xavier init with the adaLN
+projections left random; dropout 0.1 on attention probabilities and projections. Each
+is an option (``mlp``, ``learned_positions``, ``input_norm``, ``encoder_decoder``,
+``adaln_zero``, ``attn_dropout``/``dropout``): the simpler single-stack DiT-style form
+(SwiGLU, RoPE only, adaLN-zero, no dropout) is what this project used before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import torch
@@ -29,7 +38,6 @@ from torch import nn
 
 from glotok_bench.errors import ConfigError
 from glotok_bench.generators.flow import (
-    Integrator,
     TimeSampling,
     integrate,
     interpolate,
@@ -45,8 +53,13 @@ from glotok_bench.generators.layers import (
     rope_table,
     swiglu_hidden,
 )
-from glotok_bench.generators.sampling import (
+from glotok_bench.generators.options import (
     CfgSchedule,
+    Integrator,
+    SamplingOptions,
+    sampling_options,
+)
+from glotok_bench.generators.sampling import (
     cfg_scale_at,
     evaluating,
     guide,
@@ -70,11 +83,22 @@ class XARGenerator(nn.Module):
         mlp_ratio: float = 4.0
         cell_size: int = 8  # 8x8 cells: 4 prediction steps on a 16x16 grid
         class_dropout: float = 0.1
-        dropout: float = 0.0
+        # xAR's main_mar.py: proj_dropout 0.1 (attention output, both MLP dropouts) and
+        # attn_dropout 0.1 (attention probabilities).
+        dropout: float = 0.1
+        attn_dropout: float = 0.1
         rope_base: float = 10_000.0
-        # Which stored features to learn and generate. "with_residual" is what the
-        # tokenizer's decoder was trained on, so samples decode as they are; "quantized"
-        # (the bare codes) needs the residual heads applied before decoding.
+        # Architecture details of xAR's models/xar.py (see the module docstring).
+        mlp: Literal["geglu", "swiglu"] = "geglu"
+        learned_positions: bool = True
+        input_norm: bool = True
+        encoder_decoder: bool = True  # depth // 2 encoder blocks, then norm + linear
+        adaln_zero: bool = False
+        # Which stored features to learn and generate. The paper (Sec. 3.4) says "features
+        # obtained after vector quantization", which Eq. 11-12 leave open: "with_residual"
+        # (Z_hat + Z_res) is what the tokenizer's decoder was trained on, so it is the
+        # default; "quantized" (the bare codes) gets the residual heads applied before
+        # decoding (generate.py does that for this setting).
         features: Literal["with_residual", "quantized"] = "with_residual"
         # Standardise each channel with statistics of the training features, so the data
         # matches the N(0, 1) noise scale (the codes are unit vectors: per-channel std ~0.35).
@@ -82,10 +106,14 @@ class XARGenerator(nn.Module):
         time_sampling: TimeSampling = "logit_normal"
         time_mean: float = 0.0
         time_std: float = 1.0
-        # Sampling defaults (xAR's evaluation: Euler-Maruyama, 50 -> 10 steps, linear CFG ramp).
+        # Sampling defaults (SamplingOptions fields left None), from xAR's README and
+        # sampler: Euler-Maruyama, 40 steps for every cell (B; H uses 50), guidance 2.7
+        # (B; H 2.2) ramped linearly over the cells. steps_first != steps_last ramps
+        # the step count over the cells instead (this project's earlier 50 -> 10).
         sampler: Integrator = "euler_maruyama"
-        steps_first: int = 50
-        steps_last: int = 10
+        steps_first: int = 40
+        steps_last: int = 40
+        cfg_scale: float = 2.7
         cfg_schedule: CfgSchedule = "linear"
 
     def __init__(
@@ -127,7 +155,12 @@ class XARGenerator(nn.Module):
         self.register_buffer("feature_std", torch.ones(channels))
 
         dim = config.dim
+        length = self.cells * self.cell_len
         self.in_proj = nn.Linear(channels, dim)
+        self.encoder_positions = (
+            nn.Parameter(torch.zeros(length, dim)) if config.learned_positions else None
+        )
+        self.in_norm = RMSNorm(dim) if config.input_norm else None
         self.classes = ClassEmbedding(num_classes, dim, config.class_dropout)
         self.time = TimeEmbedding(dim)
         hidden = swiglu_hidden(dim, config.mlp_ratio)
@@ -138,9 +171,21 @@ class XARGenerator(nn.Module):
                 ffn_hidden=hidden,
                 bias=True,
                 dropout=config.dropout,
+                attn_dropout=config.attn_dropout,
+                ffn_hidden_dropout=config.dropout,
+                activation="gelu" if config.mlp == "geglu" else "silu",
                 adaptive=True,
             )
             for _ in range(config.depth)
+        )
+        # Index of the first decoder block; the middle norm and map run just before it.
+        self.split = config.depth // 2 if config.encoder_decoder else None
+        self.middle_norm = RMSNorm(dim) if config.encoder_decoder else None
+        self.decoder_embed = nn.Linear(dim, dim) if config.encoder_decoder else None
+        self.decoder_positions = (
+            nn.Parameter(torch.zeros(length, dim))
+            if config.encoder_decoder and config.learned_positions
+            else None
         )
         self.norm = RMSNorm(dim)
         self.out = nn.Linear(dim, channels)
@@ -153,11 +198,15 @@ class XARGenerator(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         nn.init.normal_(self.classes.table.weight, std=0.02)
-        # adaLN-Zero (DiT): every block starts as the identity and the prediction at 0.
-        for block in self.blocks:
-            nn.init.zeros_(block.modulation[1].weight)
-            nn.init.zeros_(block.modulation[1].bias)
-        nn.init.zeros_(self.out.weight)
+        for positions in (self.encoder_positions, self.decoder_positions):
+            if positions is not None:
+                nn.init.normal_(positions, std=0.02)
+        if self.config.adaln_zero:
+            # adaLN-Zero (DiT): every block starts as the identity and the prediction at 0.
+            for block in self.blocks:
+                nn.init.zeros_(block.modulation[1].weight)
+                nn.init.zeros_(block.modulation[1].bias)
+            nn.init.zeros_(self.out.weight)
 
     @property
     def data_keys(self) -> tuple[str, ...]:
@@ -231,7 +280,15 @@ class XARGenerator(nn.Module):
                 raise ValueError("without a KV cache the sequence must start at cell 0")
             mask = self.mask[positions, positions]
         h = self.in_proj(x_t)
+        if self.encoder_positions is not None:
+            h = h + self.encoder_positions[positions]
+        if self.in_norm is not None:
+            h = self.in_norm(h)
         for index, block in enumerate(self.blocks):
+            if index == self.split:
+                h = self.decoder_embed(self.middle_norm(h))
+                if self.decoder_positions is not None:
+                    h = h + self.decoder_positions[positions]
             cache = None if caches is None else caches[index]
             h = block(
                 h, rope, mask=mask, cache=cache, store=store, condition=condition, groups=groups
@@ -260,33 +317,26 @@ class XARGenerator(nn.Module):
     def sample(
         self,
         labels: torch.Tensor,
+        options: SamplingOptions | None = None,
         *,
-        cfg_scale: float = 1.0,
-        cfg_schedule: CfgSchedule | None = None,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        seed: int | None = None,
         generator: torch.Generator | None = None,
-        kv_cache: bool = True,
-        sampler: Integrator | None = None,
-        steps_first: int | None = None,
-        steps_last: int | None = None,
+        **changes: Any,
     ) -> torch.Tensor:
-        """labels [B] -> latents [B, C, h, w] (de-normalised, ready for ``tokenizer.decode``).
+        """labels [B] -> features [B, C, h, w] of the kind ``config.features`` names
+        (de-normalised; ``quantized`` ones still lack the tokenizer's residual).
 
-        ``temperature`` scales the starting noise of every cell. ``top_k``/``top_p`` have
-        no meaning for continuous features and must stay at their defaults. Sampler,
-        step counts and guidance schedule default to the config's.
+        ``options`` (with ``changes`` applied; unset fields from the config):
+        ``temperature`` scales the starting noise of every cell; ``top_k``/``top_p`` have
+        no meaning for continuous features and must stay at their defaults.
         """
-        if top_k or top_p != 1.0:
+        opts = sampling_options(options, **changes).resolve(self.config)
+        if opts.top_k or opts.top_p != 1.0:
             raise ConfigError("xar samples continuous features: top_k / top_p do not apply")
-        if temperature <= 0:
-            raise ConfigError(f"xar: temperature must be > 0, got {temperature}")
-        cfg = self.config
-        schedule = cfg_schedule or cfg.cfg_schedule
+        if opts.temperature <= 0:
+            raise ConfigError(f"xar: temperature must be > 0, got {opts.temperature}")
+        cfg_scale = opts.cfg_scale
         labels = labels.to(self.out.weight.device)
-        generator = generator or make_generator(seed, labels.device)
+        generator = generator or make_generator(opts.seed, labels.device)
         batch = labels.shape[0]
         guided = cfg_scale != 1.0
         both = torch.cat([labels, self.classes.null(labels)]) if guided else labels
@@ -294,11 +344,13 @@ class XARGenerator(nn.Module):
         def doubled(t: torch.Tensor) -> torch.Tensor:
             return torch.cat([t, t]) if guided else t
 
-        caches = [KVCache(self.cells * self.cell_len) for _ in self.blocks] if kv_cache else None
+        caches = (
+            [KVCache(self.cells * self.cell_len) for _ in self.blocks] if opts.kv_cache else None
+        )
         done: list[torch.Tensor] = []
         with evaluating(self):
             for cell in range(self.cells):
-                scale = cfg_scale_at(cell, self.cells, cfg_scale, schedule)
+                scale = cfg_scale_at(cell, self.cells, cfg_scale, opts.cfg_schedule)
 
                 def velocity(
                     z: torch.Tensor, t: float, cell: int = cell, scale: float = scale
@@ -317,14 +369,12 @@ class XARGenerator(nn.Module):
                         ]
                     return guide(*v.chunk(2), scale) if guided else v
 
-                noise = temperature * torch.randn(
+                noise = opts.temperature * torch.randn(
                     (batch, self.cell_len, self.channels), generator=generator, device=labels.device
                 )
-                steps = steps_for_cell(
-                    cell, self.cells, steps_first or cfg.steps_first, steps_last or cfg.steps_last
-                )
+                steps = steps_for_cell(cell, self.cells, opts.steps_first, opts.steps_last)
                 clean = integrate(
-                    velocity, noise, steps, method=sampler or cfg.sampler, generator=generator
+                    velocity, noise, steps, method=opts.sampler, generator=generator
                 )
                 done.append(clean)
                 if caches is not None and cell + 1 < self.cells:

@@ -160,12 +160,28 @@ class Tokenizer(nn.Module):
     ) -> torch.Tensor:
         """{branch: LongTensor [B, h, w]} -> latents [B, C, h, w], with Z_res added if ``residual``."""
         codes = self.quantizer.lookup(dict(indices))
-        if residual:
-            for name, head in self.residual_heads.items():
-                predicted = head(codes[name])
-                if predicted is not None:
-                    codes[name] = codes[name] + predicted
-        return self.concat(codes)
+        return self.concat(self._add_residuals(codes) if residual else codes)
+
+    def add_residual(self, quantized: torch.Tensor) -> torch.Tensor:
+        """``quantized`` latents [B, C, h, w] (bare codes, e.g. sampled by an xAR that
+        models them) -> ``with_residual`` latents, each branch's Z_res added (Eq. 11-12)."""
+        names = self.quantizer.branch_names
+        widths = [self.quantizer.code_dims[name] for name in names]
+        if quantized.ndim != 4 or quantized.shape[1] != sum(widths):
+            raise ValueError(
+                f"add_residual expects latents [B, {sum(widths)}, h, w], got {tuple(quantized.shape)}"
+            )
+        return self.concat(
+            self._add_residuals(dict(zip(names, quantized.split(widths, dim=1), strict=True)))
+        )
+
+    def _add_residuals(self, codes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = dict(codes)
+        for name, head in self.residual_heads.items():
+            predicted = head(codes[name])
+            if predicted is not None:
+                out[name] = codes[name] + predicted
+        return out
 
     def decode_indices(self, indices: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """{branch: LongTensor [B, h, w]} -> images [B, 3, H, W] (residual heads applied)."""
