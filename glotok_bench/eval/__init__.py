@@ -10,6 +10,7 @@ One concept per module:
 - :mod:`.reference` reference statistics: cache keyed by what determines them, ADM files
 - :mod:`.batch` what one evaluation step hands every metric (with a per-batch feature memo)
 - :mod:`.fidelity` the FID and IS metric plugins
+- :mod:`.kid` KID beside FID (keeps both sides' features for paired comparisons)
 - :mod:`.per_image` base of the per-image-mean metrics (sum and count state)
 - :mod:`.pixel` PSNR / SSIM (per image on uint8, averaged)
 - :mod:`.lpips_metric` LPIPS when its weights are on disk

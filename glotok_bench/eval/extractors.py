@@ -15,9 +15,11 @@ refused before torch-fidelity ever sees it (and the bytes cannot change in betwe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +81,15 @@ class FeatureExtractor:
             from glotok_bench.data.preprocess import to_uint8
 
             images = to_uint8(images)
-        pool, logits = self.network(images.to(self.device))
+        with full_fp32():
+            pool, logits = self.network(images.to(self.device))
         return {"pool": pool.float(), "logits": logits.float()}
+
+    def compute_setting(self) -> dict[str, str]:
+        """Where and in what arithmetic features are computed: CPU and GPU kernels (and
+        TF32, which this class switches off) move features in the last digits, so both go
+        into every protocol and the reference-statistics cache key."""
+        return {"extractor_device": self.device.type, "extractor_precision": FEATURE_PRECISION}
 
     def protocol(self) -> dict[str, Any]:
         return {
@@ -90,7 +99,25 @@ class FeatureExtractor:
             "feature_layers": dict(self.layers),
             "extractor_input": f"{_IMAGE_CONVERSION}; {self.resize}",
             "literature_comparable": self.is_inception,
+            **self.compute_setting(),
         }
+
+
+FEATURE_PRECISION = "fp32, TF32 off (cuDNN conv and CUDA matmul)"
+
+
+@contextlib.contextmanager
+def full_fp32() -> Iterator[None]:
+    """Switch TF32 off for the duration. On Ampere+ GPUs PyTorch runs fp32 convolutions in
+    TF32 by default (10-bit mantissa), which moves Inception features enough to shift FID;
+    torch-fidelity's reference numbers are full fp32. Restored afterwards, so training
+    code in the same process keeps its own setting."""
+    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
 
 
 def metric_name(base: str, extractor: FeatureExtractor) -> str:

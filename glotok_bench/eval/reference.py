@@ -2,7 +2,8 @@
 
 The key holds the dataset's manifest hash, split and preprocessing (resolution, crop,
 resize filter), the extractor's name, weights hash and layer, the number of reference
-images, how images become extractor input, and the torch / torch-fidelity / numpy
+images, how images become extractor input, the device type and arithmetic of the features
+(fp32 with TF32 off, see ``extractors.full_fp32``), and the torch / torch-fidelity / numpy
 versions (a new conv kernel can move features in the last digits). The file name is a
 hash of that key, and the key itself is stored inside the file and compared on load, so
 a changed dataset, crop, sample count or extractor can never pick up stale statistics.
@@ -31,7 +32,8 @@ from glotok_bench.errors import GlotokError
 from glotok_bench.eval.extractors import FeatureExtractor
 from glotok_bench.eval.stats import Gaussian
 
-KEY_SCHEMA = "glotok-bench/fid-reference/1"
+# 2: the key names the device type and arithmetic the features were computed with.
+KEY_SCHEMA = "glotok-bench/fid-reference/2"
 STATS_DIR_ENV = "GLOTOK_STATS_DIR"
 # Protocol fields that name the exact image set, in order of preference.
 MANIFEST_FIELDS = ("manifest_sha256", "files_sha256")
@@ -79,6 +81,7 @@ def reference_key(
         "extractor_weights_sha256": extractor.weights_sha256,
         "feature_layer": extractor.layers["pool"],
         "extractor_input": extractor.protocol()["extractor_input"],
+        **extractor.compute_setting(),
         "versions": {
             "torch": torch.__version__,
             "torch-fidelity": _version("torch-fidelity") if extractor.is_inception else None,

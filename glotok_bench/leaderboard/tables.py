@@ -115,6 +115,7 @@ TABLES: tuple[TableSpec, ...] = (
         keys=("codebook_type", *_TOKENIZER_KEYS),
         metrics=(
             *_RECONSTRUCTION_METRICS,
+            MetricSpec("rkid", ("rkid",), lower_is_better=True, per_extractor=True),
             MetricSpec("ssim", ("ssim",), lower_is_better=False),
             MetricSpec("lpips", ("lpips",), lower_is_better=True),
             MetricSpec("usage_semantic", ("usage/semantic",), lower_is_better=False),

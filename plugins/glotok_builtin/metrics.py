@@ -11,6 +11,7 @@ def glotok_metrics() -> list[Component]:
         Component("fid", "glotok_bench.eval.fidelity:FrechetDistance",
                   "rFID/gFID from streamed features; cached or external reference statistics"),
         Component("inception-score", "glotok_bench.eval.fidelity:InceptionScore", "Inception Score"),
+        Component("kid", "glotok_bench.eval.kid:KernelDistance", "KID (unbiased polynomial MMD, torch-fidelity's definition)"),
         Component("psnr", "glotok_bench.eval.pixel:PSNR", "per-image PSNR on uint8, averaged"),
         Component("ssim", "glotok_bench.eval.pixel:SSIM", "SSIM, data range 255 (scikit-image definition)"),
         Component("lpips", "glotok_bench.eval.lpips_metric:LPIPSMetric", "LPIPS (VGG), local weights"),
