@@ -2,7 +2,8 @@
 
 ``train_tokenizer -> evaluate_tokenizer_checkpoint -> tokenize -> train_generator_stage ->
 evaluate_generator``. The CLI commands call these directly; grid cells call them through
-the ``*_step`` adapters at the bottom, which read earlier steps' outputs. Every stage
+the ``*_cell_stage`` adapters at the bottom (one per grid step name), which read earlier
+steps' outputs. Every stage
 returns plain data ``{"metrics": ..., "results": ..., "labels": ...}`` for run records.
 """
 
@@ -214,7 +215,7 @@ def evaluate_generator(
                                             "sampling": produced["protocol"]["sampling"]}}
 
 
-# -- grid step adapters ------------------------------------------------------------------
+# -- grid cell stages (adapters from a grid step's context) --------------------------------
 
 
 def _checkpoint_of(context: Any, step: str) -> str:
@@ -224,25 +225,25 @@ def _checkpoint_of(context: Any, step: str) -> str:
         raise ConfigError(f"grid step needs the '{step}' step to run before it") from None
 
 
-def train_step(context: Any) -> dict[str, Any]:
+def train_cell_stage(context: Any) -> dict[str, Any]:
     return train_tokenizer(context.config, context.run_dir / TOKENIZER_DIR)
 
 
-def eval_step(context: Any) -> dict[str, Any]:
+def eval_cell_stage(context: Any) -> dict[str, Any]:
     return evaluate_tokenizer_checkpoint(
         context.config, _checkpoint_of(context, "train"), context.run_dir / EVAL_DIR
     )
 
 
-def tokenize_step(context: Any) -> dict[str, Any]:
+def tokenize_cell_stage(context: Any) -> dict[str, Any]:
     return tokenize(context.config, _checkpoint_of(context, "train"), context.run_dir / TOKENS_DIR)
 
 
-def generator_train_step(context: Any) -> dict[str, Any]:
+def generator_train_cell_stage(context: Any) -> dict[str, Any]:
     return train_generator_stage(context.config, context.run_dir / TOKENS_DIR, context.run_dir / GENERATOR_DIR)
 
 
-def generator_eval_step(context: Any) -> dict[str, Any]:
+def generator_eval_cell_stage(context: Any) -> dict[str, Any]:
     return evaluate_generator(
         context.config, _checkpoint_of(context, "gen-train"), _checkpoint_of(context, "train"),
         context.run_dir / SAMPLES_DIR,

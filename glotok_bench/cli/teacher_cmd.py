@@ -49,7 +49,7 @@ def build(config_path: Path | None, overrides: tuple[str, ...]) -> None:
 def show(teacher_file: Path, key: str, students: tuple[str, ...], png: Path) -> None:
     """Print the teacher's size; plot its relation histogram against the students'."""
     from glotok_bench.histogram.plot import compare_histograms
-    from glotok_bench.teachers.checkpoint import read_tensor
+    from glotok_bench.teachers.peer_files import read_tensor
     from glotok_bench.tokenizer.checkpoint import load_tokenizer
 
     codes = read_tensor(teacher_file, key)

@@ -3,6 +3,10 @@
 Both work on the images as they would be saved (uint8, data range 255), so a
 reconstruction that is off by less than half a grey level counts as exact.
 
+PSNR is LlamaGen/FQGAN's: scikit-image's ``peak_signal_noise_ratio`` per uint8 image
+(10 log10(255^2 / MSE) in float64, +inf for an identical pair), then the mean over images.
+It is the one PSNR in glotok-bench: ``reconstruct`` reports the same per-image values.
+
 SSIM is scikit-image's ``structural_similarity`` with its defaults (7x7 uniform window,
 K1 = 0.01, K2 = 0.03, sample covariances, per channel then averaged) and the *correct*
 data range, 255. LlamaGen/FQGAN pass ``data_range=2.0`` for 0-255 inputs, which makes the

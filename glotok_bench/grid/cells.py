@@ -41,11 +41,11 @@ from glotok_bench.store import Store, open_store
 
 # step name -> "module:function"; imported only when a cell runs that step
 STEP_TARGETS = {
-    "train": "glotok_bench.pipeline:train_step",
-    "eval": "glotok_bench.pipeline:eval_step",
-    "tokenize": "glotok_bench.pipeline:tokenize_step",
-    "gen-train": "glotok_bench.pipeline:generator_train_step",
-    "gen-eval": "glotok_bench.pipeline:generator_eval_step",
+    "train": "glotok_bench.pipeline:train_cell_stage",
+    "eval": "glotok_bench.pipeline:eval_cell_stage",
+    "tokenize": "glotok_bench.pipeline:tokenize_cell_stage",
+    "gen-train": "glotok_bench.pipeline:generator_train_cell_stage",
+    "gen-eval": "glotok_bench.pipeline:generator_eval_cell_stage",
 }
 # Steps that train and so run on every worker of a multi-worker cell (the rest run once).
 DATA_PARALLEL_STEPS = frozenset({"train", "gen-train"})

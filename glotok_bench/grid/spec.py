@@ -1,8 +1,10 @@
 """Grid specs (TOML) and their expansion into content-addressed cells.
 
     name = "demo"
-    base = "../configs/tokenizer/glotok-cpu32.toml"   # relative to this file
+    base = "../configs/cpu/glotok.toml"   # relative to this file
     steps = ["train", "eval"]
+    [set]                # any config path -> one value, for every cell
+    "train.max_steps" = 200
     [resources]          # per cell
     cpus = 1             # per worker
     gpus = 0             # per worker
@@ -10,8 +12,8 @@
     max_retries = 1
     [runtime_env]        # optional: passed to ray.init (pip = ["my-plugin==1.0"], env_vars...)
     [axes]               # any config path -> the values it takes
-    "loss.histogram_weight" = [0.0, 0.01]
-    "tokenizer.residual.name" = ["none", "transformer"]
+    "loss.semantic_weight" = [0.0, 0.01]
+    "tokenizer.residual_head.name" = ["none", "transformer"]
 
 ``seeds = N`` (top level) runs every variant with ``train.seed`` = 0 .. N-1 (or the listed
 seeds, ``seeds = [3, 7]``): it is the last axis, so a variant's seeds are neighbouring

@@ -24,7 +24,7 @@ from glotok_bench.histogram.api import (
     relation_histogram,
 )
 from glotok_bench.teachers.cache import CODEBOOK_KEY
-from glotok_bench.teachers.checkpoint import read_tensor
+from glotok_bench.teachers.peer_files import read_tensor
 
 
 class HistogramSupervision(nn.Module):

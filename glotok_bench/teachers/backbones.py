@@ -4,7 +4,7 @@ A :class:`Backbone` takes images in [-1, 1] at any size, resizes and normalises 
 the way the encoder was trained, and returns either a grid of patch features from a
 chosen layer (teacher k-means) or one global embedding per image (local supervision).
 Models are created with random weights and the state dict is loaded from the user's
-file through :mod:`glotok_bench.teachers.checkpoint`, so nothing is downloaded and no
+file through :mod:`glotok_bench.teachers.peer_files`, so nothing is downloaded and no
 pickled code runs. ``allow_random_init`` skips the file: fine for timing, meaningless
 for semantics.
 """
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glotok_bench.errors import CheckpointError, ConfigError, MissingWeightsError
-from glotok_bench.teachers.checkpoint import describe_keys, load_checkpoint, select_state_dict
+from glotok_bench.teachers.peer_files import describe_keys, load_checkpoint, select_state_dict
 
 BackboneKind = Literal["dinov2", "clip"]
 

@@ -15,7 +15,7 @@ import torch
 from glotok_bench.errors import CheckpointError, ConfigError, MissingWeightsError
 from glotok_bench.teachers.base import CachedTeacher
 from glotok_bench.teachers.cache import file_digest
-from glotok_bench.teachers.checkpoint import read_tensor
+from glotok_bench.teachers.peer_files import read_tensor
 
 
 class FileTeacher(CachedTeacher):

@@ -10,7 +10,9 @@ from typing import Any, Literal
 import torch
 
 from glotok_bench.atomic import atomic_write_bytes
+from glotok_bench.data.preprocess import to_uint8
 from glotok_bench.errors import DataError
+from glotok_bench.eval.pixel import psnr_per_image
 from glotok_bench.registry import Registry
 from glotok_bench.tokenizer.checkpoint import load_tokenizer
 
@@ -50,17 +52,6 @@ def load_image(path: Path, resolution: int) -> torch.Tensor:
     return tensor.float() / 127.5 - 1.0
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] floats -> uint8 [0, 255] (rounded, clamped)."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
-def psnr_uint8(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR [B] on uint8 images, the LlamaGen/FQGAN convention."""
-    mse = (a.float() - b.float()).square().flatten(1).mean(1)
-    return 10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
-
-
 @torch.no_grad()
 def reconstruct_images(
     checkpoint: str | Path,
@@ -89,7 +80,7 @@ def reconstruct_images(
     buffer = io.BytesIO()
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
     out_path = atomic_write_bytes(out_path, buffer.getvalue())
-    psnr = psnr_uint8(original, rebuilt)
+    psnr = psnr_per_image(original, rebuilt)  # the evaluator's PSNR, so the two agree
     return {
         "grid": str(out_path),
         "images": [str(p) for p in paths],
