@@ -16,6 +16,7 @@ _PUBLIC_API = {
     "relation_histogram": "glotok_bench.histogram.api:relation_histogram",
     "histogram_relation_loss": "glotok_bench.histogram.api:histogram_relation_loss",
     "density_uniformity": "glotok_bench.eval.uniformity:density_uniformity",
+    "load_tokenizer": "glotok_bench.tokenizer.checkpoint:open_tokenizer",
 }
 
 __all__ = sorted(_PUBLIC_API) + ["__version__"]

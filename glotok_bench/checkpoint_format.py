@@ -31,6 +31,16 @@ def read_envelope(
     if not path.is_file():
         raise CheckpointError(f"{kind} checkpoint {path} does not exist")
     payload = torch_load_weights_only(path, what=f"{kind} checkpoint")
+    return check_envelope(
+        payload, path, kind=kind, format_tag=format_tag, version=version, required=required, hint=hint
+    )
+
+
+def check_envelope(
+    payload: Any, path: str | Path, *, kind: str, format_tag: str, version: int, required: Iterable[str],
+    hint: str = "",
+) -> dict[str, Any]:
+    """:func:`read_envelope`'s checks on an already loaded payload."""
     if not isinstance(payload, dict) or payload.get("format") != format_tag:
         found = f"top-level keys: {sorted(payload)[:8]}" if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(

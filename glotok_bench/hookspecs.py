@@ -104,6 +104,21 @@ def glotok_metrics() -> list[Component]:
 
 
 @hookspec
+def glotok_tokenizer_formats() -> list[Component]:
+    """Tokenizer checkpoint formats of other projects (built in: ``llamagen``, ``fqgan-dual``).
+
+    Context: none. The instance has ``family: str`` (the name leaderboard rows show),
+    ``detect(state_dict) -> bool`` (does this model state dict look like yours?) and
+    ``build(state_dict, args, *, source, registry) -> Tokenizer``: a
+    :class:`glotok_bench.tokenizer.model.Tokenizer` with the weights loaded, ``args`` being
+    the checkpoint's saved training arguments as a dict (empty when absent). ``load_tokenizer``
+    (hence every command taking a tokenizer checkpoint) reads the file without running
+    code, unwraps ``{"model", "ema", "args", "steps", ...}``, and picks the one format
+    whose ``detect`` accepts it (or the one named by ``format=``).
+    """
+
+
+@hookspec
 def glotok_cli_commands(cli: click.Group) -> None:
     """Add click commands or groups to the ``glotok-bench`` command line."""
 

@@ -147,6 +147,8 @@ def evaluate_tokenizer_checkpoint(
 
     device = pick_device(config.device)
     tokenizer, _payload = load_tokenizer(checkpoint, weights=weights, device=device)
+    # The images are prepared at the checkpoint's own resolution (a peer file brings its own).
+    config = attrs.evolve(config, tokenizer=tokenizer.config)
     dataset = build_dataset(config, config.data.eval_split, train=False)
     result = run_evaluation(
         tokenizer, dataset, config.eval, device=device, batch_size=config.data.eval_batch_size,
@@ -157,7 +159,26 @@ def evaluate_tokenizer_checkpoint(
     # What was evaluated: a checkpoint without EMA weights is read as trained, even when
     # "ema" was asked for.
     info["weights"] = "ema" if weights == "ema" and _payload.get("ema") is not None else "model"
-    return {"metrics": result.metrics, "results": info}
+    output = {"metrics": result.metrics, "results": info}
+    if "family" in _payload:  # a peer checkpoint: its row names the family and the exact file
+        info.update(tokenizer_family=_payload["family"], checkpoint_sha256=_payload["sha256"])
+        output["labels"] = peer_labels(_payload, tokenizer)
+    return output
+
+
+def peer_labels(payload: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
+    """Leaderboard labels of a released peer tokenizer (it has no run config of ours)."""
+    return {
+        "method": payload["family"],
+        "family": payload["family"],
+        "checkpoint_sha256": payload["sha256"],
+        "quantizer": tokenizer.config.quantizer.name,
+        "codebook": "+".join(str(n) for n in tokenizer.codebook_sizes.values()),
+        "supervision": "-",
+        "teacher": "-",
+        "residual": tokenizer.config.residual_head.name,
+        "resolution": tokenizer.config.resolution,
+    }
 
 
 def tokenize(config: RunConfig, checkpoint: str | Path, out_dir: Path) -> dict[str, Any]:
@@ -229,14 +250,19 @@ def train_cell_stage(context: Any) -> dict[str, Any]:
     return train_tokenizer(context.config, context.run_dir / TOKENIZER_DIR)
 
 
-def eval_cell_stage(context: Any) -> dict[str, Any]:
-    return evaluate_tokenizer_checkpoint(
-        context.config, _checkpoint_of(context, "train"), context.run_dir / EVAL_DIR
-    )
+def _tokenizer_of(context: Any) -> str:
+    """The cell's tokenizer: its "train" step's checkpoint, else config.tokenizer_checkpoint."""
+    if "train" not in context.previous and context.config.tokenizer_checkpoint:
+        return str(Path(context.config.tokenizer_checkpoint).expanduser())
+    return _checkpoint_of(context, "train")
 
 
-def tokenize_cell_stage(context: Any) -> dict[str, Any]:
-    return tokenize(context.config, _checkpoint_of(context, "train"), context.run_dir / TOKENS_DIR)
+def eval_step(context: Any) -> dict[str, Any]:
+    return evaluate_tokenizer_checkpoint(context.config, _tokenizer_of(context), context.run_dir / EVAL_DIR)
+
+
+def tokenize_step(context: Any) -> dict[str, Any]:
+    return tokenize(context.config, _tokenizer_of(context), context.run_dir / TOKENS_DIR)
 
 
 def generator_train_cell_stage(context: Any) -> dict[str, Any]:
@@ -245,6 +271,6 @@ def generator_train_cell_stage(context: Any) -> dict[str, Any]:
 
 def generator_eval_cell_stage(context: Any) -> dict[str, Any]:
     return evaluate_generator(
-        context.config, _checkpoint_of(context, "gen-train"), _checkpoint_of(context, "train"),
+        context.config, _checkpoint_of(context, "gen-train"), _tokenizer_of(context),
         context.run_dir / SAMPLES_DIR,
     )

@@ -33,6 +33,7 @@ KIND_HOOKS: dict[str, str] = {
     "teacher": "glotok_teachers",
     "generator": "glotok_generators",
     "metric": "glotok_metrics",
+    "tokenizer_format": "glotok_tokenizer_formats",
 }
 
 

@@ -52,6 +52,9 @@ class RunConfig:
     method: str = "GloTok"  # the row label in leaderboards
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cache_dir: str = ""  # teachers and statistics; "" = $GLOTOK_CACHE_DIR or ~/.cache/glotok_bench
+    # An existing tokenizer checkpoint (ours, LlamaGen's, FQGAN's) for grid steps that
+    # have no "train" step before them (e.g. steps = ["eval"] on released peer files).
+    tokenizer_checkpoint: str = ""
     data: DataConfig = attrs.Factory(DataConfig)
     tokenizer: TokenizerConfig = attrs.Factory(TokenizerConfig)
     loss: LossConfig = attrs.Factory(LossConfig)

@@ -3,10 +3,15 @@
 ``torch.load(weights_only=True)`` unpickles tensors and plain containers only; these
 helpers turn its failures into one :class:`CheckpointError` wording for every loader:
 a file that would need code is refused, a truncated one is called truncated.
+
+``argparse.Namespace`` is allow-listed: LlamaGen's and FQGAN's training scripts save their
+command-line ``args`` in every checkpoint, and a Namespace is plain data (its attributes
+still go through the same restricted unpickler, so it cannot smuggle code in).
 """
 
 from __future__ import annotations
 
+import argparse
 import pickle
 import zipfile
 from pathlib import Path
@@ -16,12 +21,16 @@ import torch
 
 from glotok_bench.errors import CheckpointError
 
+# Data-only classes that released checkpoints pickle beside their tensors.
+SAFE_DATA_CLASSES = (argparse.Namespace,)
+
 
 def torch_load_weights_only(path: str | Path, *, what: str = "checkpoint") -> Any:
     """The file's contents on the CPU; raises :class:`CheckpointError` naming ``what`` and ``path``."""
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(SAFE_DATA_CLASSES)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" not in str(exc).lower():
             raise CheckpointError(f"{what} {path} is corrupt or truncated ({first_line(exc)})") from None

@@ -20,6 +20,6 @@ def standalone_registry():
     from glotok_bench.registry import Registry, new_plugin_manager
 
     plugin_manager = new_plugin_manager()
-    for name in ("autoencoders", "quantizers", "residual_heads", "generators"):
+    for name in ("autoencoders", "quantizers", "residual_heads", "generators", "tokenizer_formats"):
         plugin_manager.register(importlib.import_module(f"glotok_builtin.{name}"), name=f"builtin-{name}")
     return Registry(plugin_manager)

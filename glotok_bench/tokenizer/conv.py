@@ -8,6 +8,7 @@ the middle block. The small presets shrink width and depth so they train on 2 CP
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import attrs
 import torch
@@ -86,9 +87,11 @@ class Encoder(nn.Module):
     def __init__(self, config: ConvAutoencoder.Config):
         super().__init__()
         ch, mults, g = config.base_channels, config.channel_multipliers, config.norm_groups
-        self.conv_in = nn.Conv2d(3, ch * mults[0], 3, padding=1)
+        # conv_in gives `ch` channels and the first level's blocks widen to ch * mults[0],
+        # as in LlamaGen/FQGAN, so their checkpoints map onto this module one to one.
+        self.conv_in = nn.Conv2d(3, ch, 3, padding=1)
         layers: list[nn.Module] = []
-        c_in = ch * mults[0]
+        c_in = ch
         for level, mult in enumerate(mults):
             c_out = ch * mult
             last = level == len(mults) - 1
@@ -101,11 +104,16 @@ class Encoder(nn.Module):
                 layers.append(Downsample(c_in))
         self.down = nn.Sequential(*layers)
         self.mid = _middle(c_in, config)
-        self.norm_out = _norm(c_in, g)
-        self.conv_out = nn.Conv2d(c_in, config.z_channels, 3, padding=1)
+        self.trunk_channels = c_in
+        self.with_output_head = config.encoder_output == "z"
+        if self.with_output_head:
+            self.norm_out = _norm(c_in, g)
+            self.conv_out = nn.Conv2d(c_in, config.z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.down(self.conv_in(x)))
+        if not self.with_output_head:
+            return h
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
@@ -154,7 +162,8 @@ def _middle(channels: int, config: ConvAutoencoder.Config) -> nn.Sequential:
 class ConvAutoencoder(nn.Module):
     """The ``vqgan-conv`` autoencoder component. Context: ``resolution: int``.
 
-    ``encode``: [B, 3, R, R] -> [B, z_channels, R/f, R/f]; ``decode`` inverts the shape.
+    ``encode``: [B, 3, R, R] -> [B, encoder_channels, R/f, R/f]; ``decode``: [B, z_channels,
+    R/f, R/f] -> [B, 3, R, R]. The two widths are equal unless ``encoder_output = "trunk"``.
     """
 
     @attrs.frozen(kw_only=True)
@@ -167,6 +176,11 @@ class ConvAutoencoder(nn.Module):
         norm_groups: int = 32
         attention_lowest_level: bool = True
         attention_middle: bool = True
+        # "z": the encoder ends with norm + conv to z_channels (VQGAN/LlamaGen). "trunk": it
+        # stops after the middle block and hands the quantizer the trunk features
+        # (base_channels * channel_multipliers[-1] of them), whose per-branch transformer
+        # adapters end with their own norm + conv (FQGAN's dual topology; see adapters.py).
+        encoder_output: Literal["z", "trunk"] = "z"
 
     def __init__(self, config: Config, *, resolution: int):
         super().__init__()
@@ -185,9 +199,12 @@ class ConvAutoencoder(nn.Module):
             )
         self.resolution = resolution
         self.grid_size = resolution // self.downsample_factor
-        self.z_channels = config.z_channels
+        self.z_channels = config.z_channels  # what the decoder takes
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
+        self.encoder_channels = (  # what encode() returns, i.e. the quantizer's input
+            config.z_channels if config.encoder_output == "z" else self.encoder.trunk_channels
+        )
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.encoder(images)

@@ -81,7 +81,9 @@ class Tokenizer(nn.Module):
             "quantizer",
             config.quantizer.name,
             config.quantizer.config,
-            in_channels=self.autoencoder.z_channels,
+            # An autoencoder whose encoder ends at a shared trunk (FQGAN topology) hands the
+            # quantizer wider features than its decoder takes back.
+            in_channels=getattr(self.autoencoder, "encoder_channels", self.autoencoder.z_channels),
         )
         self.residual_heads = nn.ModuleDict(
             {

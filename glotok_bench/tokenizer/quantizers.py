@@ -1,7 +1,7 @@
 """Vector quantizers: one codebook (``vq``) or a semantic + visual pair (``dual``).
 
-Both are the same machinery: each *branch* has an adapter (1x1 conv, encoder features ->
-code dimension) and a :class:`Codebook`. ``vq`` has the single branch ``"codes"``;
+Both are the same machinery: each *branch* has an adapter (encoder features -> code
+dimension: a 1x1 conv, or FQGAN's transformer head, see adapters.py) and a :class:`Codebook`. ``vq`` has the single branch ``"codes"``;
 ``dual`` has ``"semantic"`` then ``"visual"``, and their quantized features are
 concatenated in that order, cat([semantic, visual]), as GloTok Sec. 3.2 writes it.
 (FQGAN concatenates [visual, semantic]; its checkpoints need the halves swapped.)
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glotok_bench.errors import ConfigError
+from glotok_bench.tokenizer.adapters import AdapterConfig, build_adapter
 
 # Above this many distance-matrix entries the nearest-code search runs in row chunks, so
 # a 256 px batch against 16,384 codes does not allocate gigabytes at once.
@@ -70,7 +71,11 @@ class Codebook(nn.Module):
         for start in range(0, flat.shape[0], chunk):  # one iteration unless very large
             rows = flat[start : start + chunk]
             if self.distance == "cosine":
-                pieces.append(torch.mm(rows, codes.t()).argmax(dim=1))
+                # |z|^2 + |e|^2 - 2 z.e, summed exactly as LlamaGen/FQGAN do: on unit vectors
+                # this ranks like z.e, but near-ties must break the same way as theirs for
+                # their checkpoints to give identical token indices.
+                squared = rows.square().sum(1, keepdim=True) + codes.square().sum(1)
+                pieces.append((squared - 2 * torch.mm(rows, codes.t())).argmin(dim=1))
             else:
                 # cdist beats the expanded |a|^2 - 2ab + |b|^2 form at d = 8 (measured).
                 pieces.append(torch.cdist(rows, codes).argmin(dim=1))
@@ -132,6 +137,7 @@ class BranchedQuantizer(nn.Module):
         code_dim: int,
         distance: Literal["euclidean", "cosine"],
         beta: float,
+        adapter: AdapterConfig = AdapterConfig(),
     ):
         super().__init__()
         name = type(self).__name__
@@ -145,7 +151,9 @@ class BranchedQuantizer(nn.Module):
         self.code_dims = {branch: code_dim for branch in branches}
         self.codebook_sizes = dict(branches)
         self.out_channels = code_dim * len(branches)
-        self.adapters = nn.ModuleDict({b: nn.Conv2d(in_channels, code_dim, 1) for b in branches})
+        self.adapters = nn.ModuleDict(
+            {b: build_adapter(adapter, in_channels=in_channels, code_dim=code_dim) for b in branches}
+        )
         self.codebooks = nn.ModuleDict(
             {b: Codebook(size, code_dim, distance, beta) for b, size in branches.items()}
         )
@@ -194,6 +202,7 @@ class VectorQuantizer(BranchedQuantizer):
         code_dim: int = 8
         distance: Literal["euclidean", "cosine"] = "cosine"
         beta: float = 0.25  # commitment weight of Eq. 1
+        adapter: AdapterConfig = AdapterConfig()  # conv1x1, or FQGAN's per-branch transformer
 
     def __init__(self, config: Config, *, in_channels: int):
         super().__init__(
@@ -202,6 +211,7 @@ class VectorQuantizer(BranchedQuantizer):
             code_dim=config.code_dim,
             distance=config.distance,
             beta=config.beta,
+            adapter=config.adapter,
         )
         self.config = config
 
@@ -219,6 +229,7 @@ class DualQuantizer(BranchedQuantizer):
         code_dim: int = 8
         distance: Literal["euclidean", "cosine"] = "cosine"
         beta: float = 0.25
+        adapter: AdapterConfig = AdapterConfig()  # conv1x1, or FQGAN's per-branch transformer
 
     def __init__(self, config: Config, *, in_channels: int):
         super().__init__(
@@ -227,5 +238,6 @@ class DualQuantizer(BranchedQuantizer):
             code_dim=config.code_dim,
             distance=config.distance,
             beta=config.beta,
+            adapter=config.adapter,
         )
         self.config = config
