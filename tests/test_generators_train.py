@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -170,3 +172,34 @@ def test_generate_writes_adm_npz_and_png_grid(token_dir, tmp_path, name, decoder
             adm_labels(4, 1),
             device="cpu",
         )
+
+
+def test_lr_schedule_warmup_hold_then_cosine_to_the_floor():
+    from glotok_bench.generators.train import LrSchedule
+    from glotok_bench.train.config import GeneratorTrainConfig
+
+    # xAR's shape on a 100-epoch toy: 10 warmup epochs, hold to epoch 60, cosine to 1e-5.
+    cfg = GeneratorTrainConfig(lr=4e-4, warmup_epochs=10, lr_schedule="constant-cosine",
+                               cosine_start_epoch=60, min_lr=1e-5, epochs=100)  # fmt: skip
+    schedule = LrSchedule.from_config(cfg, total_steps=200, steps_per_epoch=2.0)
+    assert schedule.warmup_steps == 20 and schedule.cosine_start == 120
+    assert schedule.at(0) == pytest.approx(4e-4 / 20) and schedule.at(19) == pytest.approx(4e-4)
+    assert schedule.at(20) == schedule.at(119) == pytest.approx(4e-4)
+    assert schedule.at(160) == pytest.approx(1e-5 + (4e-4 - 1e-5) / 2)  # half way down
+    assert schedule.at(200) == pytest.approx(1e-5)
+    lrs = [schedule.at(s) for s in range(120, 201)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    cosine = LrSchedule.from_config(GeneratorTrainConfig(lr=1.0, lr_schedule="cosine",
+                                                         min_lr_ratio=0.1), 10, 1.0)  # fmt: skip
+    assert cosine.at(0) == pytest.approx(1.0) and cosine.at(10) == pytest.approx(0.1)
+
+
+def test_training_length_in_epochs(token_dir, tmp_path):
+    from glotok_bench.generators.train import GeneratorTrainer
+
+    config = run_config("far-tiny", steps=1000)
+    config = type(config)(generator=config.generator,
+                          train=attrs.evolve(config.train, epochs=2.5))  # fmt: skip
+    trainer = GeneratorTrainer(config, token_dir)
+    count = trainer.tensors["labels"].shape[0]
+    assert trainer.settings.total_steps == math.ceil(2.5 * count / 16)

@@ -394,3 +394,33 @@ def test_unreadable_training_images_are_skipped_and_counted(tmp_path):
     assert result.final_step == 4
     unreadable = result.unreadable_images
     assert unreadable["count"] == 1 and "broken.png" in unreadable["files"][0]
+
+
+class NaNAtStep(FakeSupervision):
+    """A supervision loss that turns NaN from one step on (counted in calls)."""
+
+    def __init__(self, bad_call: int):
+        super().__init__()
+        self.bad_call, self.calls = bad_call, 0
+
+    def loss(self, semantic_codebook, quantized_semantic, images):
+        self.calls += 1
+        loss = super().loss(semantic_codebook, quantized_semantic, images)
+        return loss * float("nan") if self.calls >= self.bad_call else loss
+
+
+def test_a_non_finite_loss_stops_the_run_naming_step_term_and_last_checkpoint(tmp_path):
+    from glotok_bench.errors import GlotokError
+
+    with pytest.raises(GlotokError) as caught:
+        train(TINY, LOSS, config(max_steps=8), dataset(), run_dir=tmp_path, registry=REGISTRY,
+              supervision=NaNAtStep(bad_call=5))  # fmt: skip
+    message = str(caught.value)
+    assert "step 5" in message and "semantic=nan" in message
+    assert str(tmp_path / "checkpoints" / "ckpt-00000003.pt") in message
+    # Step 6 was due for a checkpoint: the NaN weights never reached disk.
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["ckpt-00000003.pt"]
+    # The run resumes from the good checkpoint (here with a finite loss) and finishes.
+    resumed = train(TINY, LOSS, config(max_steps=8), dataset(), run_dir=tmp_path,
+                    registry=REGISTRY, supervision=FakeSupervision())  # fmt: skip
+    assert resumed.resumed_from == 3 and resumed.final_step == 8

@@ -133,6 +133,9 @@ def image_batches(
             pin_memory=pin_memory,
             persistent_workers=num_workers > 0,
             collate_fn=_collate,
+            # The loader draws its workers' base seed when iterated: from its own generator,
+            # not the global one, so a resumed run's global RNG matches the uninterrupted run's.
+            generator=torch.Generator().manual_seed(seed),
         )
         return _readable(loader, skipped)
     if not isinstance(data, Iterable):

@@ -136,12 +136,15 @@ class TrainingLoop(abc.ABC):
 
     def before_checkpoint(self) -> None:
         """Collective work every rank does before a checkpoint is written."""
+        return None
 
     def after_restore(self) -> None:
         """Work after a resume (every rank)."""
+        return None
 
     def on_start(self, run_dir: Path) -> None:
         """Called once the run folder is settled (resumed or new), before the first step."""
+        return None
 
     # -- the loop --------------------------------------------------------------------------
 

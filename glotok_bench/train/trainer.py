@@ -191,9 +191,9 @@ class Trainer(TrainingLoop):
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            # broadcast_buffers=False: every rank keeps its own codebook hit counters
-            # (rank 0's would overwrite them each forward); they are summed at report time.
-            self._forward_model = DDP(self._forward_model, device_ids=ids, broadcast_buffers=False)
+            # No buffer sync at each forward: every rank keeps its own codebook hit counters
+            # (rank 0's would overwrite them); they are summed when usage is reported.
+            self._forward_model = DDP(self._forward_model, device_ids=ids, forward_sync_buffers=False)
             if self.discriminator is not None:
                 self._forward_disc = DDP(self.discriminator, device_ids=ids)
         if train_config.compile:
