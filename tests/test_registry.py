@@ -125,3 +125,27 @@ def test_example_plugin_installs_and_registers(tmp_path):
         [sys.executable, "-m", "glotok_bench", "plugins", "list"], env=env, capture_output=True, text=True
     )
     assert "uniform-sphere" in listing.stdout and "glotok-example-plugin 0.1.0" in listing.stdout
+
+
+def test_a_plugin_command_is_listed_in_help_and_runs(capsys):
+    import click
+
+    from glotok_bench.cli import cli, main
+    from glotok_bench.registry import using_registry
+
+    class CommandPlugin:
+        @hookimpl
+        def glotok_cli_commands(self, cli):
+            @cli.command("say-hello", help="Greets (test plugin).")
+            @click.option("--name", default="world")
+            def say_hello(name):
+                click.echo(f"hello {name}")
+
+    try:
+        with using_registry(build_registry(extra_plugins={"test-commands": CommandPlugin()})):
+            main(["--help"])
+            assert "say-hello" in capsys.readouterr().out
+            main(["say-hello", "--name", "plugin"])
+            assert capsys.readouterr().out == "hello plugin\n"
+    finally:
+        cli.commands.pop("say-hello", None)  # the group is module-level: leave it as found
