@@ -15,9 +15,8 @@ from glotok_bench.config import ComponentChoice, component_field
 from glotok_bench.eval.evaluator import EvalOptions
 from glotok_bench.eval.fidelity import FrechetDistance, InceptionScore
 from glotok_bench.generators.options import SamplingOptions
-from glotok_bench.generators.train import GeneratorRunConfig
 from glotok_bench.tokenizer.config import LossConfig, TokenizerConfig
-from glotok_bench.train.config import TrainConfig
+from glotok_bench.train.config import GeneratorRunConfig, TrainConfig
 
 
 @attrs.frozen(kw_only=True)
