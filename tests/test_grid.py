@@ -117,24 +117,63 @@ def test_finished_steps_are_not_rerun_after_an_interruption(tmp_path):
     assert outcome.records[0]["status"] == "ok"
 
 
-@pytest.fixture(scope="module")
-def local_ray():
+def test_an_unreadable_step_marker_reruns_its_step_and_says_which_file(tmp_path):
+    grid = write_grid(tmp_path, "seed = [0]")
+    cell = expand(load_grid(grid), TinyRun, tmp_path / "runs")[0]
+
+    def exploding_eval(context):
+        raise KeyboardInterrupt
+
+    from glotok_bench.grid.cells import run_cell
+
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(cell, TinyRun, {"train": fake_train, "eval": exploding_eval})
+    marker = cell.run_dir / "steps" / "train.json"
+    marker.write_text('{"results": {"steps"')  # torn
+    CALLS.clear()
+    with pytest.warns(UserWarning, match=r"steps/train\.json is unreadable"):
+        record = run_cell(cell, TinyRun, STEPS)
+    assert CALLS == [("train", cell.cell_id), ("eval", cell.cell_id)]
+    assert record["status"] == "ok" and record["results"]["train"] == {"steps": 2}
+    assert str(marker) in record["notes"][0]
+
+
+@pytest.fixture()
+def own_ray_temp(monkeypatch):
+    """Ray's temp folder (and so its address file) in a folder of this test's own, so the
+    test can plant a stale address file without touching anyone's /tmp/ray."""
+    import shutil
+    import tempfile
+
     import ray
 
-    # Workers unpickle this module's step functions by name, so they need it on their path.
-    tests_dir = str(Path(__file__).resolve().parent)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": tests_dir}})
-    yield ray
+    folder = Path(tempfile.mkdtemp(prefix="gtr-", dir="/tmp"))  # short: Ray's socket paths
+    monkeypatch.setenv("RAY_TMPDIR", str(folder))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    yield folder
     ray.shutdown()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.slow
-def test_ray_executor_gives_the_same_records_and_rejects_missing_gpus(tmp_path, local_ray):
-    grid = write_grid(tmp_path, '"train.lr" = [0.1, 0.2]\nfail = [false, true]', "[resources]\ncpus = 1")
+def test_ray_executor_gives_the_same_records_and_rejects_missing_gpus(tmp_path, own_ray_temp):
+    # A dead head's address file: Ray's default would try to join it.
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{sock.getsockname()[1]}"
+    (own_ray_temp / "ray").mkdir()
+    (own_ray_temp / "ray" / "ray_current_cluster").write_text(dead)
+    # Workers unpickle this module's step functions by name: the grid's runtime_env gives
+    # them its folder, as it would give them a plugin package.
+    tests_dir = str(Path(__file__).resolve().parent)
+    extra = f'[resources]\ncpus = 1\n[runtime_env]\nenv_vars = {{PYTHONPATH = "{tests_dir}"}}'
+    grid = write_grid(tmp_path, '"train.lr" = [0.1, 0.2]\nfail = [false, true]', extra)
     lines: list[str] = []
     outcome = run_grid(grid, runs_root=tmp_path / "runs", executor="ray", config_class=TinyRun,
                        steps=STEPS, echo=lines.append)
+    assert any(f"not joining {dead}" in line and "no Ray head answers" in line for line in lines)
     assert len(outcome.records) == 4
     ok = sorted(r["metrics"]["loss"]["value"] for r in outcome.records if r["status"] == "ok")
     assert ok == [1.0, 2.0]
