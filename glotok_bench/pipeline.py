@@ -34,10 +34,12 @@ def cache_root(config: RunConfig) -> Path:
     return Path(os.environ.get("GLOTOK_CACHE_DIR", Path.home() / ".cache" / "glotok_bench"))
 
 
-def build_dataset(config: RunConfig, split: str, *, train: bool) -> Any:
+def build_dataset(config: RunConfig, split: str, *, train: bool, resolution: int | None = None) -> Any:
+    """The configured dataset at the tokenizer's resolution (or ``resolution``: ten-crop tokens)."""
     choice = config.data.dataset
     return get_registry().create(
-        "dataset", choice.name, choice.config, split=split, resolution=config.tokenizer.resolution, train=train
+        "dataset", choice.name, choice.config, split=split,
+        resolution=resolution or config.tokenizer.resolution, train=train,
     )
 
 
@@ -183,16 +185,22 @@ def peer_labels(payload: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
 
 def tokenize(config: RunConfig, checkpoint: str | Path, out_dir: Path) -> dict[str, Any]:
     from glotok_bench.device import pick_device
-    from glotok_bench.tokenizer.tokenize import read_manifest, tokenize_dataset
+    from glotok_bench.generators.tokens import read_manifest
+    from glotok_bench.tokenizer.tokenize import tokenize_dataset
 
+    options = config.tokens
     try:
-        manifest = read_manifest(out_dir)  # a complete earlier run
+        manifest = read_manifest(out_dir)  # a complete earlier run, kept if it has these views
+        if manifest.get("view_kind", "none") != options.views:
+            raise GlotokError("other views")
     except GlotokError:  # none, or one killed mid-way: tokenize (again) from scratch
-        dataset = build_dataset(config, config.data.train_split, train=False)
+        dataset = build_dataset(config, config.data.train_split, train=False,
+                                resolution=options.input_resolution(config.tokenizer.resolution))
         tokenize_dataset(checkpoint, dataset, out_dir, device=str(pick_device(config.device)),
-                         dataset_name=config.data.dataset.name, overwrite=True)
+                         dataset_name=config.data.dataset.name, overwrite=True, options=options)
         manifest = read_manifest(out_dir)
-    return {"results": {"tokens": str(out_dir), "count": manifest.get("count")}}
+    skipped = (manifest.get("skipped") or {}).get("count", 0)
+    return {"results": {"tokens": str(out_dir), "count": manifest.get("count"), "skipped": skipped}}
 
 
 def _ran_no_step(summary: Any) -> bool:

@@ -16,6 +16,7 @@ from glotok_bench.eval.evaluator import EvalOptions
 from glotok_bench.eval.fidelity import FrechetDistance, InceptionScore
 from glotok_bench.generators.options import SamplingOptions
 from glotok_bench.tokenizer.config import LossConfig, TokenizerConfig
+from glotok_bench.tokenizer.tokenize import TokenizeConfig
 from glotok_bench.train.config import GeneratorRunConfig, TrainConfig
 
 
@@ -63,5 +64,7 @@ class RunConfig:
     teacher: ComponentChoice = component_field("teacher", "dinov2-kmeans")
     train: TrainConfig = attrs.Factory(TrainConfig)
     eval: EvalOptions = attrs.Factory(EvalOptions)
+    # How `tokenize` writes the generators' token set (views per image).
+    tokens: TokenizeConfig = attrs.Factory(TokenizeConfig)
     generator: GeneratorRunConfig = attrs.Factory(GeneratorRunConfig)
     generation: GenerationConfig = attrs.Factory(GenerationConfig)

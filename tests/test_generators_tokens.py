@@ -145,6 +145,13 @@ def test_token_set_errors_are_clear(tmp_path):
     root = write_fake_tokens(tmp_path / "x", classes=4)
     with pytest.raises(DataError, match="num_classes is 2"):
         TokenSet(root).context(num_classes=2)
+    # The reader checks the format the writer stamps (one reader for both users).
+    root = write_fake_tokens(tmp_path / "y", manifest_extra={"format": "someone-else/tokens"})
+    with pytest.raises(DataError, match="someone-else"):
+        TokenSet(root)
+    root = write_fake_tokens(tmp_path / "z", manifest_extra={"views": 2})
+    with pytest.raises(DataError, match=r"V = 2"):
+        TokenSet(root).load(["indices.visual"])
 
 
 def test_batch_stream_is_a_function_of_seed_and_step(tmp_path):

@@ -95,7 +95,11 @@ def tokenize_command(checkpoint: Path, data: str | None, config_path: Path | Non
                      overrides: tuple[str, ...], out: Path) -> None:
     """Encode the training split into indices and quantized features, for generators."""
     from glotok_bench.pipeline import tokenize
+    from glotok_bench.runlock import hold_run_folder
 
     config = _config_for_checkpoint(checkpoint, config_path, data_overrides(data, None) + overrides)
-    result = tokenize(config, checkpoint, out)
-    click.echo(f"{result['results']['count']} images tokenized into {out}")
+    with hold_run_folder(out, job="tokenize"):  # its manifest is its record
+        result = tokenize(config, checkpoint, out)
+    skipped = result["results"].get("skipped") or 0
+    click.echo(f"{result['results']['count']} images tokenized into {out}"
+               + (f"; {skipped} unreadable image(s) skipped (listed in manifest.json)" if skipped else ""))

@@ -2,18 +2,24 @@
 
 Layout read here::
 
-    manifest.json             codebook_sizes {branch: size}, shards [{"file", "count"}], count,
-                              tokenizer_sha256, dataset, resolution (grid, channels optional)
+    manifest.json             format "glotok-bench/tokens", codebook_sizes {branch: size},
+                              shards [{"file", "count"}], count, views, tokenizer_sha256,
+                              dataset, resolution (grid, channels optional)
     shard-00000.safetensors   indices.<branch> int32 [N, h, w]; quantized, with_residual fp16
                               [N, C, h, w] (semantic channels first, then visual); labels int64 [N]
+
+A token set written with several views per image (``views`` V > 1 in the manifest:
+flips, or FQGAN's ten crops) stores every tensor but ``labels`` with a view axis after
+N: [N, V, h, w] and [N, V, C, h, w].
 
 Only the keys a generator asks for are loaded (FAR: the index grids, xAR: one feature
 set), and they stay in their compact stored dtypes until a batch is cut. Memory for
 ImageNet (1.28M images, 16x16 grid): two index grids about 2.6 GB, one fp16 feature set
-(C = 16) about 10.5 GB.
+(C = 16) about 10.5 GB; V views take V times that.
 
 Batches depend only on (seed, step): the stream is a new permutation of the data every
-epoch, so a resumed run sees exactly the batches the uninterrupted run would have.
+epoch, and with views each image's view for that epoch is drawn from (seed, epoch,
+index), so a resumed run sees exactly the batches the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -28,7 +34,42 @@ import torch
 
 from glotok_bench.errors import ConfigError, DataError
 
+FORMAT = "glotok-bench/tokens"
 FEATURE_KEYS = ("quantized", "with_residual")
+
+
+def read_manifest(root: str | Path, *, complete: bool = True) -> dict[str, Any]:
+    """The checked manifest of token directory ``root``: present, JSON, of this format and
+    (unless ``complete`` is False) finished; raises :class:`DataError` naming the file."""
+    path = Path(root) / "manifest.json"
+    if not path.is_file():
+        raise DataError(
+            f"{root} has no manifest.json; is it a token directory written by `tokenize`?"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise DataError(f"{path} is not a {FORMAT} manifest (format {found!r})")
+    if complete and manifest.get("complete") is False:
+        raise DataError(f"{path}: tokenization did not finish (complete = false); rerun `tokenize`")
+    for key in ("codebook_sizes", "shards"):
+        if key not in manifest:
+            raise DataError(f"{path} lacks {key!r}; is it a glotok-bench token manifest?")
+    views = manifest.get("views", 1)
+    if not isinstance(views, int) or views < 1:
+        raise DataError(f"{path}: views must be a positive integer, got {views!r}")
+    return manifest
+
+
+def item_dims(key: str) -> int | None:
+    """Dimensions of one image's (one view's) entry under ``key``: index grids [h, w] 2,
+    features [C, h, w] 3; None for keys without a view axis (labels, unknown)."""
+    if key.startswith("indices."):
+        return 2
+    return 3 if key in FEATURE_KEYS else None
 
 
 @attrs.frozen
@@ -65,21 +106,8 @@ class TokenSet:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         path = self.root / "manifest.json"
-        if not path.is_file():
-            raise DataError(
-                f"{self.root} has no manifest.json; is it a token directory written by `tokenize`?"
-            )
-        try:
-            self.manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} is not valid JSON: {exc}") from None
-        if self.manifest.get("complete") is False:
-            raise DataError(
-                f"{path}: tokenization did not finish (complete = false); rerun `tokenize`"
-            )
-        for key in ("codebook_sizes", "shards"):
-            if key not in self.manifest:
-                raise DataError(f"{path} lacks {key!r}; is it a glotok-bench token manifest?")
+        self.manifest: dict[str, Any] = read_manifest(self.root)
+        self.views = int(self.manifest.get("views", 1))
         self.shards = [
             self.root / (s["file"] if isinstance(s, Mapping) else s)
             for s in self.manifest["shards"]
@@ -135,16 +163,22 @@ class TokenSet:
             raise DataError(
                 f"{self.root}: labels must be [N], got {tuple(tensors['labels'].shape)}"
             )
+        views = [self.views] if self.views > 1 else []
         for key, tensor in tensors.items():
             if tensor.shape[0] != count:
                 raise DataError(f"{self.root}: {key} has {tensor.shape[0]} items, labels {count}")
-            if key.startswith("indices.") and (tensor.ndim != 3 or tensor.dtype.is_floating_point):
+            dims = item_dims(key)
+            layout = ["N", *(["V"] if views else []), *(["h", "w"] if dims == 2 else ["C", "h", "w"])]
+            if dims is not None and (
+                tensor.ndim != 1 + len(views) + dims
+                or list(tensor.shape[1 : 1 + len(views)]) != views
+                or tensor.dtype.is_floating_point != (dims == 3)
+            ):
+                kind = "integer" if dims == 2 else "float"
                 raise DataError(
-                    f"{self.root}: {key} must be integer [N, h, w], got {tensor.dtype} {tuple(tensor.shape)}"
-                )
-            if key in FEATURE_KEYS and (tensor.ndim != 4 or not tensor.dtype.is_floating_point):
-                raise DataError(
-                    f"{self.root}: {key} must be float [N, C, h, w], got {tensor.dtype} {tuple(tensor.shape)}"
+                    f"{self.root}: {key} must be {kind} [{', '.join(layout)}]"
+                    f"{f' with V = {self.views}' if views else ''}, "
+                    f"got {tensor.dtype} {tuple(tensor.shape)}"
                 )
             if key.startswith("indices."):
                 branch = key.split(".", 1)[1]
@@ -181,12 +215,14 @@ class TokenSet:
         shapes = self.shapes()
         grid = self.manifest.get("grid")
         channels = self.manifest.get("channels")
+        skip = 2 if self.views > 1 else 1  # N, and the view axis
         for key, shape in shapes.items():
-            if key.startswith("indices.") and len(shape) == 3:
-                grid = grid or shape[1:]
-            elif key in FEATURE_KEYS and len(shape) == 4:
-                grid = grid or shape[2:]
-                channels = channels or shape[1]
+            dims = item_dims(key)
+            if dims is None or len(shape) != skip + dims:
+                continue
+            grid = grid or shape[-2:]
+            if dims == 3:
+                channels = channels or shape[skip]
         if grid is None:
             raise DataError(
                 f"{self.root}: cannot tell the token grid size (no 'grid' in the manifest, no index grids)"
@@ -217,6 +253,8 @@ class TokenSet:
             "resolution",
             "count",
             "weights",
+            "views",
+            "view_kind",
         )
         return {"root": str(self.root.resolve()), **{k: self.manifest.get(k) for k in keep}}
 
@@ -227,6 +265,10 @@ class BatchStream:
     Position p of the stream is item perm_e[p mod N] with e = p // N and perm_e a
     permutation seeded by (seed, e). A global batch is B consecutive positions; rank r
     of W takes the r-th of W equal parts. Indices come out int64, features fp32.
+
+    Tensors with a view axis ([N, V, ...], see the module docstring) give item i its
+    view view_e[i] in epoch e, drawn with perm_e from the same (seed, e) generator: the
+    view depends on (seed, epoch, index) only, never on batch size or rank.
     """
 
     def __init__(
@@ -249,30 +291,56 @@ class BatchStream:
         self.batch_size, self.seed = batch_size, seed
         self.local = batch_size // world_size
         self.offset = rank * self.local
+        view_counts = {
+            int(t.shape[1])
+            for k, t in self.tensors.items()
+            if item_dims(k) is not None and t.ndim == 2 + item_dims(k)
+        }
+        if len(view_counts) > 1:
+            raise DataError(f"the token tensors disagree on their view count: {sorted(view_counts)}")
+        self.views = view_counts.pop() if view_counts else 1
         self._epoch = -1
         self._perm = torch.empty(0, dtype=torch.long)
+        self._view = torch.empty(0, dtype=torch.long)
 
-    def _permutation(self, epoch: int) -> torch.Tensor:
+    def _draw(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(permutation, view of each item) of ``epoch``, cached for the current epoch."""
         if epoch != self._epoch:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._epoch, self._perm = epoch, torch.randperm(self.count, generator=generator)
-        return self._perm
+            self._perm = torch.randperm(self.count, generator=generator)
+            # Drawn after the permutation, so single-view streams keep their old batches.
+            self._view = (
+                torch.randint(self.views, (self.count,), generator=generator)
+                if self.views > 1
+                else torch.zeros(self.count, dtype=torch.long)
+            )
+            self._epoch = epoch
+        return self._perm, self._view
 
-    def indices(self, step: int) -> torch.Tensor:
+    def positions(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(item rows, their views) of this rank's part of global batch ``step``."""
         start = step * self.batch_size + self.offset
         positions = torch.arange(start, start + self.local)
         epochs = positions // self.count
-        out = torch.empty(self.local, dtype=torch.long)
+        rows = torch.empty(self.local, dtype=torch.long)
+        views = torch.empty(self.local, dtype=torch.long)
         for epoch in epochs.unique().tolist():
             chosen = epochs == epoch
-            out[chosen] = self._permutation(epoch)[positions[chosen] % self.count]
-        return out
+            perm, view = self._draw(epoch)
+            rows[chosen] = perm[positions[chosen] % self.count]
+            views[chosen] = view[rows[chosen]]
+        return rows, views
+
+    def indices(self, step: int) -> torch.Tensor:
+        return self.positions(step)[0]
 
     def batch(self, step: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        rows = self.indices(step)
+        rows, views = self.positions(step)
         out = {}
         for key, tensor in self.tensors.items():
-            part = tensor[rows]
+            dims = item_dims(key)
+            has_views = dims is not None and tensor.ndim == 2 + dims
+            part = tensor[rows, views] if has_views else tensor[rows]
             part = part.float() if part.dtype.is_floating_point else part.long()
             out[key] = part.to(device, non_blocking=True)
         return out

@@ -224,6 +224,8 @@ class XARGenerator(nn.Module):
         if not self.config.normalize:
             return
         features = tensors[self.config.features]
+        if features.ndim == 5:  # [N, V, C, h, w]: every stored view counts
+            features = features.flatten(0, 1)
         total = torch.zeros(self.channels, dtype=torch.float64)
         squares = torch.zeros(self.channels, dtype=torch.float64)
         for start in range(0, features.shape[0], chunk):

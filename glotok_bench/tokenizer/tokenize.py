@@ -3,47 +3,118 @@
 Output directory layout::
 
     manifest.json               format, tokenizer checkpoint + sha256, dataset, resolution,
-                                grid, codebook sizes, branch/channel order, count, shards
+                                grid, codebook sizes, branch/channel order, count, views,
+                                skipped (unreadable images), shards
     shard-00000.safetensors     indices.<branch> int32 [N, h, w], quantized fp16 [N, C, h, w],
                                 with_residual fp16 [N, C, h, w], labels int64 [N]
 
-Each shard is written atomically and the manifest is rewritten after every shard
-("complete": false until the last), so a killed run leaves only whole shards behind.
+With several views per image (``views``: "flip" stores each image and its mirror, as
+xAR/MAR cache; "ten-crop" FQGAN's ten crops of a ``crop_range`` x centre crop) every
+tensor but ``labels`` gets a view axis after N ([N, V, h, w], [N, V, C, h, w]) and the
+generator's batch stream draws one view per image per epoch.
+
+The folder appears whole or not at all: shards and manifest are written into a staging
+folder beside ``out_dir`` that replaces it only once every image is encoded. Unreadable
+images are skipped and counted (as training and evaluation do), never fatal unless none
+is readable.
+
+Importing this module does not import torch (run configs hold :class:`TokenizeConfig`).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+import attrs
 
-from glotok_bench.atomic import atomic_write_bytes, atomic_write_json
 from glotok_bench.errors import DataError, GlotokError
-from glotok_bench.registry import Registry
-from glotok_bench.tokenizer.checkpoint import load_tokenizer
-from glotok_bench.weights import file_sha256
 
-FORMAT = "glotok-bench/tokens"
+if TYPE_CHECKING:
+    import torch
+
+    from glotok_bench.registry import Registry
+
 VERSION = 1
+ViewKind = Literal["none", "flip", "ten-crop"]
+VIEW_COUNTS = {"none": 1, "flip": 2, "ten-crop": 10}
+
+
+def _crop_range(_instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not 1.0 <= value <= 2.0:
+        raise ValueError(f"{attribute.name} must be in [1, 2], got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class TokenizeConfig:
+    """How ``tokenize`` writes a token set (the ``[tokens]`` section of a run config)."""
+
+    # "none": the centre crop only. "flip": it and its mirror (xAR's cached latents).
+    # "ten-crop": FQGAN's extract_codes_c2i --ten-crop: TenCrop(R) of a crop_range x R centre crop.
+    views: ViewKind = "none"
+    crop_range: float = attrs.field(default=1.1, validator=_crop_range)  # ten-crop only
+
+    def input_resolution(self, resolution: int) -> int:
+        """Side of the images the dataset must yield for a tokenizer of ``resolution``."""
+        return int(resolution * self.crop_range) if self.views == "ten-crop" else resolution
 
 
 def _shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
 
 
-def _batches(dataset: Any, batch_size: int, num_workers: int):
-    from torch.utils.data import DataLoader
+def make_views(images: torch.Tensor, views: ViewKind, resolution: int) -> torch.Tensor:
+    """Images [B, 3, S, S] -> [B, V, 3, R, R] (R = ``resolution``).
 
+    "flip": (image, mirror). "ten-crop": torchvision's TenCrop order: the four corners and
+    the centre, then the same five of the mirrored image.
+    """
+    import torch
+
+    if views == "none":
+        return images[:, None]
+    if views == "flip":
+        return torch.stack([images, images.flip(-1)], dim=1)
+    side, r = images.shape[-1], resolution
+    centre = int(round((side - r) / 2.0))  # torchvision's center_crop rounding
+    offsets = [(0, 0), (0, side - r), (side - r, 0), (side - r, side - r), (centre, centre)]
+    crops = [
+        source[..., y : y + r, x : x + r] for source in (images, images.flip(-1)) for y, x in offsets
+    ]
+    return torch.stack(crops, dim=1)
+
+
+class _Items:
+    """A map-style dataset's items as (image or None, label, index, why unreadable):
+    glotok's datasets already yield that; plain (image, label) pairs are always readable."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, int, int, str]:
+        item = self.dataset[index]
+        if len(item) >= 4:
+            return item[0], int(item[1]), int(item[2]), str(item[3])
+        return item[0], int(item[1]) if len(item) > 1 else -1, index, ""
+
+
+def _batches(dataset: Any, batch_size: int, num_workers: int, skipped: Any):
+    """(images, labels) batches; unreadable images are recorded in ``skipped``."""
     if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
-        yield from DataLoader(
-            dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
-        )
+        from glotok_bench.data.loaders import make_loader, readable_batches
+
+        loader = make_loader(_Items(dataset), batch_size=batch_size, num_workers=num_workers)
+        for batch in readable_batches(loader, skipped):
+            yield batch["images"], batch["labels"]
     else:
-        yield from dataset  # already batched
+        for batch in dataset:  # already batched
+            yield (batch[0], batch[1]) if isinstance(batch, list | tuple) else (batch, None)
 
 
-@torch.no_grad()
 def tokenize_dataset(
     checkpoint: str | Path,
     dataset: Any,
@@ -57,13 +128,25 @@ def tokenize_dataset(
     overwrite: bool = False,
     num_workers: int = 0,
     registry: Registry | None = None,
+    options: TokenizeConfig | None = None,
 ) -> Path:
-    """Encode every image of ``dataset`` ((image [3,R,R] in [-1,1], label) items, or an
-    iterable of (images, labels) batches) and write shards + manifest; returns the manifest path.
+    """Encode every image of ``dataset`` ((image [3, S, S] in [-1, 1], label[, index,
+    reason]) items, or an iterable of (images, labels) batches) and write shards +
+    manifest; returns the manifest path. S is the tokenizer's resolution, or
+    ``options.input_resolution`` of it for ten crops.
 
     The checkpoint is loaded and checked before anything is written; an existing token
-    directory is refused unless ``overwrite``.
+    directory is refused unless ``overwrite``, and stays untouched if this call fails.
     """
+    import torch
+
+    from glotok_bench.atomic import atomic_write_bytes, atomic_write_json
+    from glotok_bench.data.imagefolder import SkippedImages
+    from glotok_bench.generators.tokens import FORMAT
+    from glotok_bench.tokenizer.checkpoint import load_tokenizer
+    from glotok_bench.weights import file_sha256
+
+    options = options or TokenizeConfig()
     checkpoint = Path(checkpoint)
     out_dir = Path(out_dir)
     tokenizer, _payload = load_tokenizer(
@@ -75,6 +158,8 @@ def tokenize_dataset(
     if shard_size <= 0 or batch_size <= 0:
         raise GlotokError("shard_size and batch_size must be positive")
     resolution = tokenizer.config.resolution
+    side = options.input_resolution(resolution)
+    view_count = VIEW_COUNTS[options.views]
     protocol = dataset.protocol() if hasattr(dataset, "protocol") else None
     manifest: dict[str, Any] = {
         "format": FORMAT,
@@ -92,10 +177,13 @@ def tokenize_dataset(
         # The dataset's own class count: largest-label-plus-one undercounts missing classes.
         "num_classes": getattr(dataset, "num_classes", None),
         "channel_order": "cat([" + ", ".join(tokenizer.codebook_sizes) + "]) along channels",
+        "views": view_count,
+        "view_kind": options.views,
+        "crop_range": options.crop_range if options.views == "ten-crop" else None,
         "count": 0,
         "shards": [],
-        "complete": False,
     }
+    staging = out_dir.with_name(f".{out_dir.name}.partial")
     buffer: dict[str, list[torch.Tensor]] = {}
     buffered = 0
 
@@ -105,62 +193,81 @@ def tokenize_dataset(
 
         tensors = {key: torch.cat(parts).contiguous() for key, parts in buffer.items()}
         name = _shard_name(len(manifest["shards"]))
-        atomic_write_bytes(out_dir / name, save(tensors, metadata={"format": FORMAT}))
+        atomic_write_bytes(staging / name, save(tensors, metadata={"format": FORMAT}))
         manifest["shards"].append({"file": name, "count": buffered})
         manifest["count"] += buffered
-        atomic_write_json(manifest_path, manifest)
         buffer, buffered = {}, 0
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for batch in _batches(dataset, batch_size, num_workers):
-        images, labels = (batch[0], batch[1]) if isinstance(batch, list | tuple) else (batch, None)
-        if images.ndim != 4 or tuple(images.shape[1:]) != (3, resolution, resolution):
-            raise DataError(
-                f"images must be [B, 3, {resolution}, {resolution}] for this tokenizer, got {tuple(images.shape)}"
-            )
-        if labels is None:
-            labels = torch.full((images.shape[0],), -1, dtype=torch.long)
-        encoding = tokenizer.encode(images.to(device))
-        # Split a batch across shard boundaries so every shard holds exactly shard_size.
-        start = 0
-        while start < images.shape[0]:
-            take = min(shard_size - buffered, images.shape[0] - start)
-            part = slice(start, start + take)
-            for branch, idx in encoding.indices.items():
-                buffer.setdefault(f"indices.{branch}", []).append(idx[part].to("cpu", torch.int32))
-            buffer.setdefault("quantized", []).append(
-                encoding.quantized[part].to("cpu", torch.float16)
-            )
-            buffer.setdefault("with_residual", []).append(
-                encoding.with_residual[part].to("cpu", torch.float16)
-            )
-            buffer.setdefault("labels", []).append(torch.as_tensor(labels)[part].to(torch.int64))
-            buffered += take
-            start += take
-            if buffered == shard_size:
-                write_shard()
-    if buffered:
-        write_shard()
-    if manifest["count"] == 0:
-        raise DataError("the dataset yielded no image to tokenize")
-    # Shards left over from an overwritten, longer token set would confuse readers.
-    keep = {shard["file"] for shard in manifest["shards"]}
-    for stale in out_dir.glob("shard-*.safetensors"):
-        if stale.name not in keep:
-            stale.unlink()
-    manifest["complete"] = True
-    atomic_write_json(manifest_path, manifest)
+    def squeeze(t: torch.Tensor) -> torch.Tensor:
+        """[n, V, ...] -> [n, ...] when there is one view (the single-view layout)."""
+        return t[:, 0] if view_count == 1 else t
+
+    shutil.rmtree(staging, ignore_errors=True)  # left by a killed run
+    staging.mkdir(parents=True)
+    skipped = SkippedImages()
+    try:
+        with torch.no_grad():
+            for images, labels in _batches(dataset, batch_size, num_workers, skipped):
+                if images.ndim != 4 or tuple(images.shape[1:]) != (3, side, side):
+                    raise DataError(
+                        f"images must be [B, 3, {side}, {side}] for this tokenizer"
+                        f"{' and ten crops' if side != resolution else ''}, got {tuple(images.shape)}"
+                    )
+                count = images.shape[0]
+                if labels is None:
+                    labels = torch.full((count,), -1, dtype=torch.long)
+                views = make_views(images.to(device), options.views, resolution)
+                encoding = tokenizer.encode(views.flatten(0, 1))
+
+                def per_image(t: torch.Tensor) -> torch.Tensor:
+                    return t.unflatten(0, (count, view_count))
+
+                # Split a batch across shard boundaries so every shard holds exactly shard_size.
+                start = 0
+                while start < count:
+                    take = min(shard_size - buffered, count - start)
+                    part = slice(start, start + take)
+                    for branch, idx in encoding.indices.items():
+                        buffer.setdefault(f"indices.{branch}", []).append(
+                            squeeze(per_image(idx)[part]).to("cpu", torch.int32)
+                        )
+                    for key in ("quantized", "with_residual"):
+                        buffer.setdefault(key, []).append(
+                            squeeze(per_image(getattr(encoding, key))[part]).to("cpu", torch.float16)
+                        )
+                    buffer.setdefault("labels", []).append(
+                        torch.as_tensor(labels)[part].to(torch.int64)
+                    )
+                    buffered += take
+                    start += take
+                    if buffered == shard_size:
+                        write_shard()
+        if buffered:
+            write_shard()
+        if manifest["count"] == 0:
+            raise DataError("the dataset yielded no image to tokenize")
+        manifest["skipped"] = skipped.as_record()
+        manifest["complete"] = True
+        atomic_write_json(staging / "manifest.json", manifest)
+        _replace_folder(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return manifest_path
 
 
-def read_manifest(out_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a token directory (raises if it is missing or incomplete)."""
-    import json
+def _replace_folder(new: Path, target: Path) -> None:
+    """Put folder ``new`` at ``target``, removing an older ``target`` only once ``new`` is there."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
-    path = Path(out_dir) / "manifest.json"
-    if not path.is_file():
-        raise DataError(f"{out_dir} has no manifest.json; is it a token directory?")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("format") != FORMAT or not manifest.get("complete"):
-        raise DataError(f"{path} is not a complete glotok-bench token manifest")
-    return manifest
+
+def read_manifest(out_dir: str | Path) -> dict[str, Any]:
+    """The manifest of a finished token directory (see :func:`glotok_bench.generators.tokens.read_manifest`)."""
+    from glotok_bench.generators.tokens import read_manifest as read
+
+    return read(out_dir)
