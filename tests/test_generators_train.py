@@ -121,6 +121,14 @@ def test_runs_and_checkpoints_are_refused_when_they_do_not_fit(token_dir, tmp_pa
         load_generator(evil)
     model, payload = load_generator(result.checkpoint)
     assert payload["step"] == 4 and not model.training
+    # Every checkpoint unreadable: refused as by the tokenizer trainer, nothing overwritten.
+    for path in (tmp_path / "run" / "checkpoints").glob("ckpt-*.pt"):
+        path.write_bytes(b"junk")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(CheckpointError, match="none is readable"):
+            train_generator(run_config("far-tiny", steps=6, every=2), token_dir, tmp_path / "run")
+    assert {p.read_bytes() for p in (tmp_path / "run" / "checkpoints").iterdir()} == {b"junk"}
 
 
 @pytest.mark.parametrize(

@@ -424,3 +424,31 @@ def test_a_non_finite_loss_stops_the_run_naming_step_term_and_last_checkpoint(tm
     resumed = train(TINY, LOSS, config(max_steps=8), dataset(), run_dir=tmp_path,
                     registry=REGISTRY, supervision=FakeSupervision())  # fmt: skip
     assert resumed.resumed_from == 3 and resumed.final_step == 8
+
+
+def test_discriminator_loss_weight_scales_its_gradient(tmp_path):
+    loss = LossConfig(
+        perceptual=False, disc_start=0, discriminator=DiscriminatorConfig(base_channels=8, num_layers=2)
+    )  # fmt: skip
+    norms = {}
+    for weight in (0.5, 1.0):
+        train(TINY, loss, config(max_steps=1, disc_loss_weight=weight), dataset(),
+              run_dir=tmp_path / str(weight), registry=REGISTRY)  # fmt: skip
+        norms[weight] = read_log(tmp_path / str(weight) / "metrics.jsonl")[0]["disc_grad_norm"]
+    # Same start, same batch: LlamaGen's x0.5 halves the discriminator's gradient (its
+    # norm is logged before the 1.0 clip).
+    assert norms[0.5] == pytest.approx(norms[1.0] / 2, rel=1e-5)
+
+
+def test_auto_precision_picks_bf16_only_where_the_gpu_supports_it(monkeypatch):
+    from glotok_bench.device import resolve_precision
+
+    cuda = torch.device("cuda", 0)
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", cuda) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla V100")
+    assert resolve_precision("auto", cuda) == "fp32"
+    with pytest.raises(ConfigError, match="V100 has no bf16"):
+        resolve_precision("bf16", cuda)

@@ -170,7 +170,7 @@ class GeneratorTrainer(TrainingLoop):
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.trained = DistributedDataParallel(self.model, device_ids=ids)
         # After the DDP wrap, which copies rank 0's weights to every rank.
-        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema else None
+        self.ema = EMA(self.model, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema else None
         self.optimizer = make_optimizer(self.model, cfg)
         self.token_info = self.tokens.describe()
         self.identity = {

@@ -122,6 +122,8 @@ class GeneratorTrainConfig:
     min_lr: float | None = attrs.field(default=None, validator=_non_negative_or_none)
     ema: bool = False
     ema_decay: float = attrs.field(default=0.9999, validator=_unit_interval)
+    # min(decay, (1 + t) / (10 + t)) early on; xAR's EMA uses the plain decay from step 1.
+    ema_warmup: bool = True
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = "auto"
     checkpoint_every: int = attrs.field(default=1_000, validator=_positive)
