@@ -5,6 +5,10 @@ can be registered as a component of its own (``name = "far-l"`` in a config file
 still accepts any field as an override. The base classes' defaults already are FAR-B,
 xAR-B and LlamaGen-B, so those presets are the base classes themselves.
 
+``PRESETS`` below is the one list of them: the built-in plugin registers every entry
+(``glotok_builtin.generators``). Reading it imports no torch; a preset's class (module
+attributes ``FAR_L``, ``XAR_TINY``, ...) is built on first use.
+
 Parameter counts (checked in tests/test_generators_presets.py by building on the meta
 device) are against the figures the papers print, with the context they were printed
 for: FAR with FQGAN's 16384 + 16384 codes, xAR with 16 channels, 1000 classes, 16x16.
@@ -20,14 +24,18 @@ Two printed sizes do not follow from the architecture alone:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from torch import nn
 
-from glotok_bench.generators.ar import ARGenerator
-from glotok_bench.generators.far import FARGenerator
-from glotok_bench.generators.xar import XARGenerator
+if TYPE_CHECKING:
+    from torch import nn
+
+_BASES = {
+    "far": "glotok_bench.generators.far:FARGenerator",
+    "xar": "glotok_bench.generators.xar:XARGenerator",
+    "ar": "glotok_bench.generators.ar:ARGenerator",
+}
 
 
 def with_defaults(base: type[nn.Module], name: str, doc: str, **defaults: Any) -> type[nn.Module]:
@@ -51,90 +59,32 @@ def with_defaults(base: type[nn.Module], name: str, doc: str, **defaults: Any) -
     return cls
 
 
-# -- FAR -------------------------------------------------------------------------------------
-
-FAR_B = FARGenerator  # 24 x 1024, 16 heads, 3 head layers (FQGAN's FAR-B)
-FAR_L = with_defaults(
-    FARGenerator,
-    "FAR_L",
-    "FAR-L (FQGAN): 36 x 1280, 20 heads, 4 head layers.",
-    dim=1280,
-    depth=36,
-    heads=20,
-    head_depth=4,
-)
-# The tiny CPU presets keep dropout and guidance off: a few hundred CPU steps neither
-# overfit nor learn an unconditional model worth guiding with (grids set cfg_scale).
-FAR_TINY = with_defaults(
-    FARGenerator,
-    "FAR_TINY",
-    "A FAR that trains on 2 CPU cores (smoke tests, demo).",
-    dim=64,
-    depth=2,
-    heads=4,
-    head_depth=1,
-    dropout=0.0,
-    token_dropout=0.0,
-    ffn_multiple_of=32,
-    cfg_scale=1.0,
-)
-
-# -- xAR -------------------------------------------------------------------------------------
-
-XAR_B = XARGenerator  # 8 + 8 x 768, 12 heads; 40 flow steps, guidance 2.7 (xAR's README)
-XAR_H = with_defaults(
-    XARGenerator,
-    "XAR_H",
-    "xAR-H: 20 + 20 x 1280, 16 heads.",
-    dim=1280,
-    depth=40,
-    heads=16,
-    # xAR's README evaluates xAR-H with 50 flow steps per cell and guidance 2.2.
-    steps_first=50,
-    steps_last=50,
-    cfg_scale=2.2,
-)
-XAR_TINY = with_defaults(
-    XARGenerator,
-    "XAR_TINY",
-    "An xAR that trains on 2 CPU cores; 4x4 cells.",
-    dim=64,
-    depth=2,
-    heads=4,
-    cell_size=4,
-    dropout=0.0,
-    attn_dropout=0.0,
-    # Fewer flow steps, ramped down over the cells, to keep CPU sampling in seconds.
-    steps_first=12,
-    steps_last=6,
-    cfg_scale=1.0,
-)
-
-# -- single-codebook baseline ------------------------------------------------------------------
-
-AR_B = ARGenerator  # LlamaGen-B: 12 x 768, 12 heads
-AR_TINY = with_defaults(
-    ARGenerator,
-    "AR_TINY",
-    "A LlamaGen-style AR that trains on 2 CPU cores.",
-    dim=64,
-    depth=2,
-    heads=4,
-    dropout=0.0,
-    token_dropout=0.0,
-    ffn_multiple_of=32,
-)
-
-
 @attrs.frozen
 class Preset:
-    """A registered name, its class, and the printed size it must match (None: no paper figure)."""
+    """A registered name, how its class is made, and the printed size it must match.
+
+    ``attribute``: the module attribute holding the class; ``base``: "far", "xar" or
+    "ar"; ``defaults``: its ``Config`` defaults that differ from the base's (none: the
+    base class itself); ``paper_params``: the printed size (None: no paper figure).
+    """
 
     name: str
-    cls: type[nn.Module]
+    attribute: str
+    base: str
     summary: str
+    doc: str = ""
+    defaults: dict[str, Any] = attrs.field(factory=dict)
     paper_params: float | None = None
     paper_context: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def target(self) -> str:
+        """``"module:attribute"``, as a registry ``Component`` names its implementation."""
+        return f"{__name__}:{self.attribute}"
+
+    @property
+    def cls(self) -> type[nn.Module]:
+        return globals()[self.attribute] if self.attribute in globals() else __getattr__(self.attribute)
 
 
 _FQGAN_CODES = {
@@ -154,42 +104,137 @@ _LLAMAGEN_CONTEXT = {
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
+        # -- FAR -----------------------------------------------------------------------------
         Preset(
             "far-b",
-            FAR_B,
+            "FAR_B",  # 24 x 1024, 16 heads, 3 head layers (FQGAN's FAR-B)
+            "far",
             "FAR-B (415M): 24x1024 LlamaGen decoder + 3-layer factorized head",
-            415e6,
-            _FQGAN_CODES,
+            paper_params=415e6,
+            paper_context=_FQGAN_CODES,
         ),
         Preset(
             "far-l",
-            FAR_L,
+            "FAR_L",
+            "far",
             "FAR-L (898M): 36x1280 decoder + 4-layer factorized head",
-            898e6,
-            _FQGAN_CODES,
+            "FAR-L (FQGAN): 36 x 1280, 20 heads, 4 head layers.",
+            defaults=dict(
+                dim=1280,
+                depth=36,
+                heads=20,
+                head_depth=4,
+            ),
+            paper_params=898e6,
+            paper_context=_FQGAN_CODES,
         ),
-        Preset("far-tiny", FAR_TINY, "tiny FAR for CPU tests and the demo"),
+        # The tiny CPU presets keep dropout and guidance off: a few hundred CPU steps neither
+        # overfit nor learn an unconditional model worth guiding with (grids set cfg_scale).
+        Preset(
+            "far-tiny",
+            "FAR_TINY",
+            "far",
+            "tiny FAR for CPU tests and the demo",
+            "A FAR that trains on 2 CPU cores (smoke tests, demo).",
+            defaults=dict(
+                dim=64,
+                depth=2,
+                heads=4,
+                head_depth=1,
+                dropout=0.0,
+                token_dropout=0.0,
+                ffn_multiple_of=32,
+                cfg_scale=1.0,
+            ),
+        ),
+        # -- xAR -----------------------------------------------------------------------------
         Preset(
             "xar-b",
-            XAR_B,
+            "XAR_B",  # 8 + 8 x 768, 12 heads; 40 flow steps, guidance 2.7 (xAR's README)
+            "xar",
             "xAR-B (172M): 8+8 x 768 block-causal flow transformer, 8x8 cells",
-            172e6,
-            _XAR_CONTEXT,
+            paper_params=172e6,
+            paper_context=_XAR_CONTEXT,
         ),
         Preset(
             "xar-h",
-            XAR_H,
+            "XAR_H",
+            "xar",
             "xAR-H (1.1B): 20+20 x 1280 block-causal flow transformer, 8x8 cells",
-            1.1e9,
-            _XAR_CONTEXT,
+            "xAR-H: 20 + 20 x 1280, 16 heads.",
+            defaults=dict(
+                dim=1280,
+                depth=40,
+                heads=16,
+                # xAR's README evaluates xAR-H with 50 flow steps per cell and guidance 2.2.
+                steps_first=50,
+                steps_last=50,
+                cfg_scale=2.2,
+            ),
+            paper_params=1.1e9,
+            paper_context=_XAR_CONTEXT,
         ),
-        Preset("xar-tiny", XAR_TINY, "tiny xAR (4x4 cells) for CPU tests and the demo"),
         Preset(
-            "ar-b", AR_B, "LlamaGen-B (111M) single-codebook AR baseline", 111e6, _LLAMAGEN_CONTEXT
+            "xar-tiny",
+            "XAR_TINY",
+            "xar",
+            "tiny xAR (4x4 cells) for CPU tests and the demo",
+            "An xAR that trains on 2 CPU cores; 4x4 cells.",
+            defaults=dict(
+                dim=64,
+                depth=2,
+                heads=4,
+                cell_size=4,
+                dropout=0.0,
+                attn_dropout=0.0,
+                # Fewer flow steps, ramped down over the cells, to keep CPU sampling in seconds.
+                steps_first=12,
+                steps_last=6,
+                cfg_scale=1.0,
+            ),
         ),
-        Preset("ar-tiny", AR_TINY, "tiny single-codebook AR for CPU tests"),
+        # -- single-codebook baseline --------------------------------------------------------
+        Preset(
+            "ar-b",
+            "AR_B",  # LlamaGen-B: 12 x 768, 12 heads
+            "ar",
+            "LlamaGen-B (111M) single-codebook AR baseline",
+            paper_params=111e6,
+            paper_context=_LLAMAGEN_CONTEXT,
+        ),
+        Preset(
+            "ar-tiny",
+            "AR_TINY",
+            "ar",
+            "tiny single-codebook AR for CPU tests",
+            "A LlamaGen-style AR that trains on 2 CPU cores.",
+            defaults=dict(
+                dim=64,
+                depth=2,
+                heads=4,
+                dropout=0.0,
+                token_dropout=0.0,
+                ffn_multiple_of=32,
+            ),
+        ),
     )
 }
+
+_BY_ATTRIBUTE = {p.attribute: p for p in PRESETS.values()}
+
+
+def __getattr__(attribute: str) -> type[nn.Module]:
+    """``FAR_L`` etc.: the preset's class, built (with torch) on first use, then kept."""
+    preset = _BY_ATTRIBUTE.get(attribute)
+    if preset is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
+    import importlib
+
+    module_name, base_name = _BASES[preset.base].split(":")
+    base = getattr(importlib.import_module(module_name), base_name)
+    cls = with_defaults(base, preset.attribute, preset.doc, **preset.defaults) if preset.defaults else base
+    globals()[attribute] = cls
+    return cls
 
 
 def count_parameters(preset: str, **context: Any) -> int:
