@@ -204,6 +204,13 @@ class VectorQuantizer(BranchedQuantizer):
         beta: float = 0.25  # commitment weight of Eq. 1
         adapter: AdapterConfig = AdapterConfig()  # conv1x1, or FQGAN's per-branch transformer
 
+        # glotok_bench.interfaces.QuantizerConfig: read by run labels and supervision.
+        def codebook_label(self) -> str:
+            return str(self.codebook_size)
+
+        def semantic_dim(self) -> int:
+            return self.code_dim
+
     def __init__(self, config: Config, *, in_channels: int):
         super().__init__(
             {"codes": config.codebook_size},
@@ -230,6 +237,13 @@ class DualQuantizer(BranchedQuantizer):
         distance: Literal["euclidean", "cosine"] = "cosine"
         beta: float = 0.25
         adapter: AdapterConfig = AdapterConfig()  # conv1x1, or FQGAN's per-branch transformer
+
+        # glotok_bench.interfaces.QuantizerConfig: read by run labels and supervision.
+        def codebook_label(self) -> str:
+            return f"{self.semantic_size}+{self.visual_size}"
+
+        def semantic_dim(self) -> int:
+            return self.code_dim
 
     def __init__(self, config: Config, *, in_channels: int):
         super().__init__(
