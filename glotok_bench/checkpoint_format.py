@@ -51,7 +51,31 @@ def check_envelope(
     for key in required:
         if not isinstance(payload.get(key), dict):
             raise CheckpointError(f"{path}: {kind} checkpoint entry {key!r} is missing or malformed")
+    _check_weights_match_architecture(payload, path, kind)
     return payload
+
+
+WEIGHT_ENTRIES = ("model", "ema")
+
+
+def _check_weights_match_architecture(payload: Mapping[str, Any], path: str | Path, kind: str) -> None:
+    """The stored weights must be what the recorded fingerprint says, or the loaders' check
+    of fingerprint against model passes and ``load_state_dict`` fails with a traceback."""
+    recorded = payload.get("architecture")
+    if not isinstance(recorded, Mapping):
+        return
+    expected = {key: list(shape) for key, shape in recorded.items()}
+    for entry in WEIGHT_ENTRIES:
+        weights = payload.get(entry)
+        if not isinstance(weights, Mapping):
+            continue
+        shapes = {key: list(getattr(value, "shape", [None])) for key, value in weights.items()}
+        mismatch = architecture_mismatch(shapes, expected)
+        if mismatch:
+            raise CheckpointError(
+                f"{path}: the {kind} checkpoint's {entry!r} weights do not match its recorded "
+                f"architecture (damaged or edited file): {mismatch}"
+            )
 
 
 def architecture_mismatch(saved: Mapping[str, Any], expected: Mapping[str, list[int]]) -> str:

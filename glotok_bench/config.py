@@ -11,6 +11,7 @@ other file is loaded first and this one is merged over it, table by table.
 
 from __future__ import annotations
 
+import math
 import tomllib
 import types
 import typing
@@ -23,6 +24,7 @@ import attrs
 from glotok_bench import registry as _registry
 from glotok_bench.errors import ConfigError
 from glotok_bench.registry import closest_names
+from glotok_bench.validators import FieldValueError
 
 T = TypeVar("T")
 
@@ -57,7 +59,7 @@ def load_config(
     path = Path(path)
     data = read_toml_with_extends(path)
     data = apply_overrides(data, overrides)
-    return structure(cls, data, source=str(path))
+    return structure(cls, data, source=str(path), overrides=overrides)
 
 
 def read_toml_with_extends(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -69,6 +71,13 @@ def read_toml_with_extends(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            f"config files are UTF-8 TOML"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     parent = data.pop("extends", None)
@@ -149,14 +158,25 @@ def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
 # Structuring: plain TOML data -> typed frozen attrs instances
 
 
-def structure(cls: type[T], data: Any, source: str = "<config>") -> T:
-    """Build ``cls`` from plain data; every problem is reported with its key path."""
+def structure(cls: type[T], data: Any, source: str = "<config>", overrides: Sequence[str] = ()) -> T:
+    """Build ``cls`` from plain data; every problem is reported with its key path, against
+    the ``--set`` override that set it, else against ``source``."""
     errors: list[str] = []
     result = _structure(cls, data, "", errors)
     if errors:
-        lines = "\n".join(f"  {source}: {error}" for error in errors)
+        lines = "\n".join(f"  {_origin(error, overrides, source)}: {error}" for error in errors)
         raise ConfigError(f"invalid config ({len(errors)} problem(s)):\n{lines}")
     return result
+
+
+def _origin(error: str, overrides: Sequence[str], source: str) -> str:
+    """``--set KEY=VALUE`` when the last override touching the error's key path set it."""
+    where = error.partition(": ")[0]
+    for override in reversed(overrides):
+        key = override.partition("=")[0].strip()
+        if where == key or where.startswith((f"{key}.", f"{key}[")):
+            return f"--set {override}"
+    return source
 
 
 def _structure(tp: Any, value: Any, path: str, errors: list[str], base: Any = None) -> Any:
@@ -213,6 +233,9 @@ def _structure(tp: Any, value: Any, path: str, errors: list[str], base: Any = No
 def _structure_scalar(tp: Any, value: Any, where: str, errors: list[str]) -> Any:
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):  # a NaN weight passes every `>= 0` check
+                errors.append(f"{where}: must be a finite number, got {value!r}")
+                return None
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -259,6 +282,9 @@ def _structure_attrs(cls: type, value: Any, path: str, errors: list[str], base: 
         return None
     try:
         return cls(**kwargs)
+    except FieldValueError as exc:
+        errors.append(f"{_join(path, exc.field)}: {exc.message}")
+        return None
     except (ValueError, TypeError) as exc:
         errors.append(f"{where}: {exc}")
         return None

@@ -29,3 +29,7 @@ class CheckpointError(GlotokError):
 
 class DataError(GlotokError):
     """A dataset is missing, empty, or has no readable image."""
+
+
+class OutputError(GlotokError):
+    """A result cannot be written: read-only folder, disk full, no permission."""

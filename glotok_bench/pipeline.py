@@ -220,6 +220,7 @@ def train_generator_stage(config: RunConfig, token_dir: Path, run_dir: Path, *, 
 def evaluate_generator(
     config: RunConfig, generator_checkpoint: str | Path, tokenizer_checkpoint: str | Path, out_dir: Path
 ) -> dict[str, Any]:
+    from glotok_bench.atomic import staged_folder
     from glotok_bench.device import pick_device
     from glotok_bench.eval.samples import evaluate_samples
     from glotok_bench.generators.generate import generate_to_dir
@@ -227,20 +228,23 @@ def evaluate_generator(
 
     generation = config.generation
     device = pick_device(config.device)
-    produced = generate_to_dir(
-        generator_checkpoint, out_dir, tokenizer_checkpoint=tokenizer_checkpoint,
-        per_class=generation.per_class, options=SamplingOptions.of(generation),
-        batch_size=generation.batch_size, device=str(device),
-    )
-    reference = build_dataset(config, generation.reference_split, train=False)
-    # The scale actually used: unset in the config, it is the generator preset's.
-    protocol = {**produced["protocol"], "samples_per_class": generation.per_class,
-                "cfg_scale": produced["protocol"]["sampling"]["cfg_scale"]}
-    metrics = evaluate_samples(
-        produced["npz"], reference, fid=generation.fid, inception_score=generation.inception_score,
-        device=device, batch_size=config.data.eval_batch_size, sampling_protocol=protocol,
-    )
-    return {"metrics": metrics, "results": {"samples": str(produced["npz"]), "grid": str(produced["grid"]),
+    # Samples land in out_dir only once they are measured: a failure leaves none behind.
+    with staged_folder(out_dir) as staging:
+        produced = generate_to_dir(
+            generator_checkpoint, staging, tokenizer_checkpoint=tokenizer_checkpoint,
+            per_class=generation.per_class, options=SamplingOptions.of(generation),
+            batch_size=generation.batch_size, device=str(device),
+        )
+        reference = build_dataset(config, generation.reference_split, train=False)
+        # The scale actually used: unset in the config, it is the generator preset's.
+        protocol = {**produced["protocol"], "samples_per_class": generation.per_class,
+                    "cfg_scale": produced["protocol"]["sampling"]["cfg_scale"]}
+        metrics = evaluate_samples(
+            produced["npz"], reference, fid=generation.fid, inception_score=generation.inception_score,
+            device=device, batch_size=config.data.eval_batch_size, sampling_protocol=protocol,
+        )
+    samples, grid = (out_dir / Path(produced[key]).name for key in ("npz", "grid"))
+    return {"metrics": metrics, "results": {"samples": str(samples), "grid": str(grid),
                                             "sampling": produced["protocol"]["sampling"]}}
 
 

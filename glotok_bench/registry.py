@@ -76,6 +76,20 @@ class PluginFailure:
     error: str
 
 
+@attrs.frozen
+class NameConflict:
+    """Two plugins registered one (kind, name): neither is used, since either choice would
+    make a run depend silently on which package happened to load first."""
+
+    kind: str
+    name: str
+    registrations: tuple[Registered, ...]
+
+    def describe(self) -> str:
+        by = " and ".join(f"plugin {r.plugin!r} ({r.distribution})" for r in self.registrations)
+        return f"{self.kind} {self.name!r} is registered by {by}; uninstall or rename one"
+
+
 def closest_names(name: str, candidates: Iterable[str]) -> str:
     """A ' Did you mean ...?' hint, or an empty string."""
     matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
@@ -95,6 +109,7 @@ class Registry:
         self.distributions = dict(distributions or {})
         self.failures: tuple[PluginFailure, ...] = tuple(failures)
         self._components: dict[str, dict[str, Registered]] = {kind: {} for kind in KIND_HOOKS}
+        self._conflicts: dict[tuple[str, str], NameConflict] = {}
         for kind, hook_name in KIND_HOOKS.items():
             hook_caller = getattr(plugin_manager.hook, hook_name)
             for impl in hook_caller.get_hookimpls():  # registration order
@@ -108,13 +123,27 @@ class Registry:
                     f"plugin {plugin!r} returned {component!r} from its {kind} hook; "
                     "expected glotok_bench.registry.Component"
                 )
+            registered = Registered(kind, component, plugin, distribution)
             existing = self._components[kind].get(component.name)
             if existing is not None:
-                raise RegistryError(
-                    f"duplicate {kind} name {component.name!r}: registered by plugin "
-                    f"{existing.plugin!r} ({existing.distribution}) and by {plugin!r} ({distribution})"
-                )
-            self._components[kind][component.name] = Registered(kind, component, plugin, distribution)
+                # Recorded, not raised: `plugins list` must still run to show it.
+                earlier = self._conflicts.get((kind, component.name))
+                before = earlier.registrations if earlier else (existing,)
+                self._conflicts[(kind, component.name)] = NameConflict(kind, component.name, (*before, registered))
+                continue
+            self._components[kind][component.name] = registered
+
+    @property
+    def conflicts(self) -> tuple[NameConflict, ...]:
+        return tuple(self._conflicts[key] for key in sorted(self._conflicts))
+
+    def check_no_conflicts(self) -> None:
+        """Raise one error listing every name two plugins registered."""
+        if self._conflicts:
+            raise RegistryError(
+                "plugin name conflict: " + "; ".join(c.describe() for c in self.conflicts)
+                + " (`glotok-bench plugins list` shows every component)"
+            )
 
     def kinds(self) -> tuple[str, ...]:
         return tuple(KIND_HOOKS)
@@ -127,6 +156,9 @@ class Registry:
 
     def get(self, kind: str, name: str) -> Registered:
         components = self._components[self._check_kind(kind)]
+        conflict = self._conflicts.get((kind, name))
+        if conflict is not None:
+            raise RegistryError(conflict.describe())
         try:
             return components[name]
         except KeyError:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import attrs
 import pytest
 
+from glotok_bench import validators
 from glotok_bench.config import (
     ComponentChoice,
     apply_overrides,
@@ -186,3 +188,69 @@ def test_a_partial_table_keeps_the_fields_default_instance_values(tmp_path):
     run = load_config(Generation, write(tmp_path, '[fid]\nextractor = "standin"\n[score]\nextractor = "x"\n'))
     assert run.fid == Metric(label="gfid", extractor="standin")
     assert run.score == Metric(label="is", extractor="x")
+
+
+# -- values checked at load (issues 10.4, 13) ----------------------------------------------
+
+TINY = Path(__file__).resolve().parent / "configs" / "tiny-glotok.toml"
+
+
+@pytest.fixture()
+def installed_plugins():
+    """The installed (built-in) components instead of this module's test registry."""
+    from glotok_bench.registry import build_registry
+
+    with using_registry(build_registry()) as registry:
+        yield registry
+
+
+@pytest.mark.parametrize("override, key", [
+    ("loss.semantic_weight=nan", "loss.semantic_weight"),
+    ("loss.residual_weight=inf", "loss.residual_weight"),
+    ("train.lr=nan", "train.lr"),
+    ("train.grad_clip=-inf", "train.grad_clip"),
+    ("tokenizer.quantizer.semantic_size=0", "tokenizer.quantizer.semantic_size"),
+    ("tokenizer.quantizer.code_dim=-4", "tokenizer.quantizer.code_dim"),
+])
+def test_bad_numbers_fail_at_load_naming_the_key_and_the_override(override, key, installed_plugins):
+    from glotok_bench.runconfig import RunConfig
+
+    with pytest.raises(ConfigError) as error:
+        load_config(RunConfig, TINY, [override])
+    (line,) = [line for line in str(error.value).splitlines() if key in line]
+    assert line.strip().startswith(f"--set {override}: {key}: must be")
+
+
+def test_errors_in_the_file_are_still_reported_against_the_file(tmp_path, installed_plugins):
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\nlr = nan\n")
+    from glotok_bench.runconfig import RunConfig
+
+    with pytest.raises(ConfigError, match=rf"{path}: train.lr: must be a finite number, got nan"):
+        load_config(RunConfig, path, ["train.seed=3"])
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line_naming_it(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('name = "café"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=rf"^{path}: not a UTF-8 text file \(byte 0xe9 at offset 11\)"):
+        load_config(Codebook.Config, path)
+
+
+@attrs.frozen
+class Schedule:
+    warmup: float = attrs.field(default=0.0, validator=validators.non_negative)
+    decay: float = attrs.field(default=0.5, validator=validators.unit_interval)
+
+
+@attrs.frozen
+class Outer:
+    schedule: Schedule = Schedule()
+
+
+def test_shared_validators_name_the_field_at_its_full_path():
+    with pytest.raises(ConfigError, match=r"schedule.decay: must be in \[0, 1\], got 1.5"):
+        structure(Outer, {"schedule": {"decay": 1.5}})
+    with pytest.raises(ValueError, match="warmup must be a finite number"):
+        Schedule(warmup=float("nan"))  # configs built in code are checked too
+

@@ -63,8 +63,11 @@ def test_create_builds_with_default_config_and_context():
 
 
 def test_duplicate_names_are_an_error_naming_both_plugins():
-    with pytest.raises(RegistryError, match=r"duplicate quantizer name 'widget'.*'a'.*'b'"):
-        _registry(a=_PluginA(), b=_PluginB())
+    registry = _registry(a=_PluginA(), b=_PluginB())  # builds: `plugins list` must still run
+    with pytest.raises(RegistryError, match=r"quantizer 'widget' is registered by plugin 'a'.* and plugin 'b'"):
+        registry.get("quantizer", "widget")
+    with pytest.raises(RegistryError, match=r"plugin name conflict: quantizer 'widget'"):
+        registry.check_no_conflicts()
 
 
 def test_unknown_name_lists_registered_names_and_closest_match():

@@ -43,10 +43,19 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
 
+# Commands that diagnose the installation: they run even when plugins conflict.
+DIAGNOSTIC_COMMANDS = {"plugins"}
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="glotok-bench")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Train, evaluate and compare GloTok and peer image tokenizers."""
+    if ctx.invoked_subcommand not in DIAGNOSTIC_COMMANDS:
+        from glotok_bench.registry import get_registry
+
+        get_registry().check_no_conflicts()
 
 
 def _add_plugin_commands() -> None:

@@ -28,7 +28,7 @@ def gen_train_command(config_path: Path, overrides: tuple[str, ...], tokens: Pat
     config = load_run_config(config_path, overrides)
     run_dir = run_dir or Path("runs") / config.name / "generator"
     record = record_job("gen-train", run_dir, config,
-                        lambda: train_generator_stage(config, tokens, run_dir, resume=resume))
+                        lambda: train_generator_stage(config, tokens, run_dir, resume=resume), resumes=resume)
     results = record["results"]["gen-train"]
     click.echo(f"loss {results.get('loss_first')} -> {results.get('loss_last')}; {results.get('checkpoint')}")
 

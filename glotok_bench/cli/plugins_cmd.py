@@ -21,11 +21,15 @@ def list_plugins() -> None:
         entries = registry.entries(kind)
         if not entries:
             click.echo("  (none)")
+        conflicting = {c.name for c in registry.conflicts if c.kind == kind}
         for entry in entries:
             click.echo(
                 f"  {entry.component.name:<22} {entry.component.summary}  "
                 f"[{entry.plugin} from {entry.distribution}]"
+                + ("  CONFLICT: registered again, unusable" if entry.component.name in conflicting else "")
             )
+    for conflict in registry.conflicts:
+        click.secho(f"name conflict: {conflict.describe()}", fg="red", err=True)
     for failure in registry.failures:
         click.secho(
             f"failed plugin: {failure.plugin} from {failure.distribution}: {failure.error}",

@@ -26,7 +26,7 @@ def train_command(config_path: Path, overrides: tuple[str, ...], run_dir: Path |
     config = load_run_config(config_path, overrides)
     run_dir = run_dir or Path("runs") / config.name
     record = record_job("train", run_dir, config,
-                        lambda: train_tokenizer(config, run_dir / TOKENIZER_DIR, resume=resume))
+                        lambda: train_tokenizer(config, run_dir / TOKENIZER_DIR, resume=resume), resumes=resume)
     results = record["results"]["train"]
     click.echo(f"trained to step {results.get('final_step')}: {results.get('checkpoint')}")
 
@@ -66,6 +66,10 @@ def eval_command(checkpoint: Path, data: str | None, split: str | None, config_p
         value = metric.get("value")
         if isinstance(value, int | float):
             click.echo(f"  {name:<40} {value:.4f}")
+    unreadable = record["results"]["eval"].get("unreadable_images") or {}
+    if unreadable.get("count"):
+        click.secho(f"skipped {unreadable['count']} unreadable image(s), e.g. {unreadable['files'][0]} "
+                    f"(all listed in the record)", fg="yellow", err=True)
     click.echo(f"record: {out / 'record.json'}")
 
 

@@ -15,8 +15,24 @@ PREPROCESSING_NAME = "adm-center-crop"
 RESIZE_FILTER = "box-halving+bicubic"
 
 
+# Integer modes PIL's convert("RGB") clips to 0..255 instead of scaling (16-bit grayscale
+# PNG/TIFF would turn almost white); their full range.
+_WIDE_INTEGER_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB, with 16-bit grayscale scaled to 8 bits rather than saturated."""
+    full_range = _WIDE_INTEGER_MODES.get(image.mode)
+    if full_range is None:
+        return image.convert("RGB")
+    # Mode "I" is how PIL opens 16-bit grayscale in some formats; it is treated as 16-bit.
+    values = np.asarray(image, dtype=np.float64)
+    gray = np.clip(np.rint(values * (255.0 / full_range)), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray).convert("RGB")
+
+
 def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
-    image = image.convert("RGB")
+    image = to_rgb(image)
     while min(image.size) >= 2 * size:
         image = image.resize((image.width // 2, image.height // 2), resample=Image.BOX)
     scale = size / min(image.size)

@@ -249,6 +249,10 @@ def evaluate_tokenizer(
             images_seen += images.shape[0]
             batches += 1
             bar.update(images.shape[0])
+    if images_seen == 0:
+        from glotok_bench.errors import DataError
+
+        raise DataError(f"no readable image to evaluate ({len(unreadable)} unreadable): " + "; ".join(unreadable[:3]))
     stream_seconds = time.perf_counter() - started
 
     results: dict[str, dict[str, Any]] = {}

@@ -22,14 +22,25 @@ def leaderboard() -> None:
     "--out", default="leaderboards", show_default=True,
     type=click.Path(file_okay=False, path_type=Path), help="Folder the CSV, markdown and PNG files go to.",
 )
-def regenerate(records: tuple[str, ...], out: Path) -> None:
+@click.option("--force", is_flag=True, help="Write even when no record is found but OUT holds measured rows.")
+def regenerate(records: tuple[str, ...], out: Path, force: bool) -> None:
     """Rebuild every CSV, README.md and plot in OUT from the records under RECORDS.
 
     Corrupt records are reported by path and skipped; failed and unfinished runs are counted
-    but give no rows.
+    but give no rows. OUT's measured rows are not wiped by a run that finds no record at all
+    (a mistyped --records) unless --force.
     """
     from glotok_bench.leaderboard.build import regenerate as build
+    from glotok_bench.leaderboard.collect import collect
 
+    measured = _measured_rows(out)
+    if measured and not force and collect(records).used == 0:
+        from glotok_bench.errors import GlotokError
+
+        raise GlotokError(
+            f"refusing to rewrite {out}: it holds {measured} measured rows but {', '.join(records)} "
+            f"hold no usable run record; check --records, or pass --force to keep only the paper's rows"
+        )
     outcome = build(records, out)
     c = outcome.collection
     for path, message in c.corrupt:
@@ -44,3 +55,13 @@ def regenerate(records: tuple[str, ...], out: Path) -> None:
         counts = table["source"].value_counts()
         click.echo(f"  {name}.csv: {counts.get('measured', 0)} measured rows, {counts.get('paper', 0)} paper rows")
     click.echo(f"wrote {len(outcome.written)} files to {out}")
+
+
+def _measured_rows(out: Path) -> int:
+    import csv
+
+    count = 0
+    for table in sorted(out.glob("*.csv")) if out.is_dir() else ():
+        with open(table, newline="", encoding="utf-8") as handle:
+            count += sum(1 for row in csv.DictReader(handle) if row.get("source") == "measured")
+    return count

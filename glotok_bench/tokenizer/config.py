@@ -13,16 +13,7 @@ from typing import Literal
 import attrs
 
 from glotok_bench.config import ComponentChoice, component_field
-
-
-def _positive(_instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
-
-
-def _non_negative(_instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+from glotok_bench.validators import non_negative, positive
 
 
 @attrs.frozen(kw_only=True)
@@ -33,7 +24,7 @@ class TokenizerConfig:
     name + that component's own ``Config``). ``resolution`` is the square input size.
     """
 
-    resolution: int = attrs.field(default=256, validator=_positive)
+    resolution: int = attrs.field(default=256, validator=positive)
     autoencoder: ComponentChoice = component_field("autoencoder", "vqgan-conv")
     quantizer: ComponentChoice = component_field("quantizer", "dual")
     residual_head: ComponentChoice = component_field("residual_head", "transformer")
@@ -43,8 +34,8 @@ class TokenizerConfig:
 class DiscriminatorConfig:
     """PatchGAN discriminator (Isola et al. 2017), as in VQGAN/LlamaGen."""
 
-    base_channels: int = attrs.field(default=64, validator=_positive)
-    num_layers: int = attrs.field(default=3, validator=_positive)
+    base_channels: int = attrs.field(default=64, validator=positive)
+    num_layers: int = attrs.field(default=3, validator=positive)
     # BatchNorm is the original PatchGAN's choice; "group" avoids batch-size coupling
     # (tiny CPU batches, or per-GPU batches under data parallel without SyncBatchNorm).
     norm: Literal["batch", "group"] = "batch"
@@ -57,24 +48,24 @@ class LossConfig:
     L = rw*L_R + qw*L_Q + pw*L_P + aw*L_G + residual_weight*L_res + semantic_weight*L_sem
     """
 
-    reconstruction_weight: float = attrs.field(default=1.0, validator=_non_negative)
+    reconstruction_weight: float = attrs.field(default=1.0, validator=non_negative)
     # Eq. 2 writes L_R as a squared L2 distance.
     reconstruction: Literal["l2", "l1"] = "l2"
-    quantizer_weight: float = attrs.field(default=1.0, validator=_non_negative)
+    quantizer_weight: float = attrs.field(default=1.0, validator=non_negative)
     # Perceptual loss (LPIPS, VGG16). Turning it off must be explicit: missing weight
     # files with perceptual = true stop the run instead of silently training without it.
     perceptual: bool = True
-    perceptual_weight: float = attrs.field(default=1.0, validator=_non_negative)
+    perceptual_weight: float = attrs.field(default=1.0, validator=non_negative)
     vgg_weights: str | None = None  # torchvision vgg16 .pth; None: resolve "vgg16"
     lpips_weights: str | None = None  # lpips vgg.pth linear layers; None: resolve "lpips-vgg"
-    adversarial_weight: float = attrs.field(default=0.5, validator=_non_negative)
+    adversarial_weight: float = attrs.field(default=0.5, validator=non_negative)
     # Taming's VQGAN rescales L_G by ||grad L_rec+P|| / ||grad L_G|| at the decoder's last
     # layer, which keeps a young discriminator from swamping reconstruction; LlamaGen
     # (whose recipe these defaults follow) leaves it off.
     adaptive_adversarial_weight: bool = False
     # Generator and discriminator GAN terms start at this optimiser step (LlamaGen: 20k).
-    disc_start: int = attrs.field(default=20_000, validator=_non_negative)
+    disc_start: int = attrs.field(default=20_000, validator=non_negative)
     discriminator: DiscriminatorConfig = attrs.field(factory=DiscriminatorConfig)
-    residual_weight: float = attrs.field(default=0.5, validator=_non_negative)  # lambda_res
+    residual_weight: float = attrs.field(default=0.5, validator=non_negative)  # lambda_res
     # Weight of the semantic-supervision term (lambda_hist = 0.01 for the histogram loss).
-    semantic_weight: float = attrs.field(default=0.01, validator=_non_negative)
+    semantic_weight: float = attrs.field(default=0.01, validator=non_negative)
