@@ -19,6 +19,7 @@ from torch import nn
 
 from glotok_bench.errors import ConfigError
 from glotok_bench.tokenizer.adapters import AdapterConfig, build_adapter
+from glotok_bench.validators import positive
 
 # Above this many distance-matrix entries the nearest-code search runs in row chunks, so
 # a 256 px batch against 16,384 codes does not allocate gigabytes at once.
@@ -198,8 +199,8 @@ class VectorQuantizer(BranchedQuantizer):
 
     @attrs.frozen(kw_only=True)
     class Config:
-        codebook_size: int = 16_384
-        code_dim: int = 8
+        codebook_size: int = attrs.field(default=16_384, validator=positive)
+        code_dim: int = attrs.field(default=8, validator=positive)
         distance: Literal["euclidean", "cosine"] = "cosine"
         beta: float = 0.25  # commitment weight of Eq. 1
         adapter: AdapterConfig = AdapterConfig()  # conv1x1, or FQGAN's per-branch transformer
@@ -231,9 +232,9 @@ class DualQuantizer(BranchedQuantizer):
 
     @attrs.frozen(kw_only=True)
     class Config:
-        semantic_size: int = 4_096
-        visual_size: int = 12_288
-        code_dim: int = 8
+        semantic_size: int = attrs.field(default=4_096, validator=positive)
+        visual_size: int = attrs.field(default=12_288, validator=positive)
+        code_dim: int = attrs.field(default=8, validator=positive)
         distance: Literal["euclidean", "cosine"] = "cosine"
         beta: float = 0.25
         adapter: AdapterConfig = AdapterConfig()  # conv1x1, or FQGAN's per-branch transformer
