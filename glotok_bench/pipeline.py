@@ -188,7 +188,7 @@ def tokenize(config: RunConfig, checkpoint: str | Path, out_dir: Path) -> dict[s
     from glotok_bench.generators.tokens import read_manifest
     from glotok_bench.tokenizer.tokenize import tokenize_dataset
 
-    options = config.tokens
+    options = config.tokens.for_generator(get_registry().load("generator", config.generator.generator.name))
     try:
         manifest = read_manifest(out_dir)  # a complete earlier run, kept if it has these views
         if manifest.get("view_kind", "none") != options.views:

@@ -148,3 +148,16 @@ def test_ten_crops_are_torchvisions_corners_centre_and_their_mirrors():
     assert torch.equal(views[:, 1], images[..., :8, 3:])  # top right
     assert torch.equal(views[:, 4], images[..., 2:10, 2:10])  # centre: round(3 / 2) = 2
     assert torch.equal(views[:, 5], images.flip(-1)[..., :8, :8])
+
+
+def test_auto_views_follow_the_generators_base_code():
+    from glotok_bench.generators.presets import AR_TINY, FAR_TINY, XAR_TINY
+    from glotok_bench.tokenizer.tokenize import TokenizeConfig
+
+    auto = TokenizeConfig(views="auto")
+    assert [auto.for_generator(g).views for g in (FAR_TINY, XAR_TINY, AR_TINY)] == [
+        "ten-crop",
+        "flip",
+        "none",
+    ]
+    assert TokenizeConfig(views="flip").for_generator(FAR_TINY).views == "flip"

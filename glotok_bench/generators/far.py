@@ -44,6 +44,10 @@ class FARGenerator(nn.Module):
     ``sample`` returns ``{first: [B, h, w], second: [B, h, w]}`` for ``tokenizer.decode_indices``.
     """
 
+    # The views per image its base code trains on (tokens.views = "auto"): FQGAN's
+    # train_far_dual.sh extracts codes with --ten-crop --crop-range 1.1.
+    token_views = "ten-crop"
+
     @attrs.frozen(kw_only=True)
     class Config:
         dim: int = 1024

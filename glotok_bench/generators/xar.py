@@ -75,6 +75,10 @@ class XARGenerator(nn.Module):
     ``quantized``). ``sample`` returns latents [B, C, h, w] for ``tokenizer.decode``.
     """
 
+    # The views per image its base code trains on (tokens.views = "auto"): xAR trains on
+    # MAR's cached latents of each image and its mirror (util/loader.py).
+    token_views = "flip"
+
     @attrs.frozen(kw_only=True)
     class Config:
         dim: int = 768

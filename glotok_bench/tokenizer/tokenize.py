@@ -51,12 +51,22 @@ class TokenizeConfig:
     """How ``tokenize`` writes a token set (the ``[tokens]`` section of a run config)."""
 
     # "none": the centre crop only. "flip": it and its mirror (xAR's cached latents).
-    # "ten-crop": FQGAN's extract_codes_c2i --ten-crop: TenCrop(R) of a crop_range x R centre crop.
-    views: ViewKind = "none"
+    # "ten-crop": FQGAN's extract_codes_c2i --ten-crop: TenCrop(R) of a crop_range x R centre
+    # crop. "auto": what the configured generator's base code trains on (its class's
+    # ``token_views``: FAR ten-crop, xAR flip, others none).
+    views: ViewKind | Literal["auto"] = "none"
     crop_range: float = attrs.field(default=1.1, validator=_crop_range)  # ten-crop only
+
+    def for_generator(self, generator_class: type) -> TokenizeConfig:
+        """These options with "auto" views replaced by ``generator_class.token_views``."""
+        if self.views != "auto":
+            return self
+        return attrs.evolve(self, views=getattr(generator_class, "token_views", "none"))
 
     def input_resolution(self, resolution: int) -> int:
         """Side of the images the dataset must yield for a tokenizer of ``resolution``."""
+        if self.views == "auto":
+            raise GlotokError("tokens.views = 'auto' must be resolved against the generator first")
         return int(resolution * self.crop_range) if self.views == "ten-crop" else resolution
 
 
@@ -147,6 +157,8 @@ def tokenize_dataset(
     from glotok_bench.weights import file_sha256
 
     options = options or TokenizeConfig()
+    if options.views not in VIEW_COUNTS:
+        raise GlotokError(f"tokenize needs concrete views, got {options.views!r}")
     checkpoint = Path(checkpoint)
     out_dir = Path(out_dir)
     tokenizer, _payload = load_tokenizer(
