@@ -7,6 +7,8 @@ Modules, one concept each:
   2-D rotary positions, attention with a KV cache, pre-norm / adaLN blocks, class embedding)
 - :mod:`decoder`: the LlamaGen-style class-conditional causal decoder used by AR and FAR
 - :mod:`ar`, :mod:`far`, :mod:`xar`: the three generators (``Cls(config, **context)``)
+- :mod:`options`: :class:`~glotok_bench.generators.options.SamplingOptions`, the one
+  object of sampling settings every model's ``sample`` takes (torch-free)
 - :mod:`sampling`: logits processing and classifier-free guidance for discrete tokens
 - :mod:`flow`: flow-matching path, time sampling and the Euler / Euler-Maruyama samplers
 - :mod:`presets`: named sizes (paper's FAR-B/L, xAR-B/H, LlamaGen-B, tiny CPU ones)
