@@ -334,6 +334,36 @@ def test_l2_normalised_lookup_is_the_nearest_unit_vector_not_the_nearest_raw_cod
 # -- formats, detection, errors ------------------------------------------------------------
 
 
+def test_paper_presets_use_fqgan_adapters_and_cpu_presets_keep_1x1(tmp_path):
+    from glotok_bench.cli.options import load_run_config
+
+    for name in ("glotok", "glotok-2x", "fqgan-local", "dual-vanilla"):
+        tokenizer = load_run_config(REPO / "configs" / f"{name}.toml", ()).tokenizer
+        assert tokenizer.autoencoder.config.encoder_output == "trunk", name
+        assert tokenizer.quantizer.config.adapter.kind == "transformer", name
+    for path in [REPO / "configs" / "vq-single.toml", *sorted((REPO / "configs" / "cpu").glob("*.toml"))]:
+        tokenizer = load_run_config(path, ()).tokenizer
+        assert tokenizer.autoencoder.config.encoder_output == "z", path
+        assert tokenizer.quantizer.config.adapter.kind == "conv1x1", path
+
+
+def test_a_peer_config_round_trips_and_the_cli_reconstructs_with_it(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from glotok_bench.cli import cli
+    from glotok_bench.tokenizer.model import tokenizer_config_from_dict
+
+    path = save_like_their_trainer(tmp_path / "fq.pt", fqgan_state())
+    tok = glotok_bench.load_tokenizer(path)
+    assert tokenizer_config_from_dict(read_tokenizer_config(path)) == tok.config
+    Image.new("RGB", (RES, RES), (200, 30, 90)).save(tmp_path / "red.png")
+    result = CliRunner().invoke(cli, ["reconstruct", str(path), str(tmp_path / "red.png"),
+                                      "--out", str(tmp_path / "grid.png"), "--weights", "model"])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "grid.png").size[0] >= 2 * RES
+
+
 def test_formats_are_detected_from_keys_and_read_from_shapes(tmp_path):
     llamagen = torch.save(llamagen_state(), tmp_path / "bare.pt")  # a bare state dict loads too
     del llamagen
@@ -435,3 +465,14 @@ tsne_iterations = 250
         assert record["results"]["tokenize"]["count"] == 168
         manifest = json.loads((Path(record["results"]["tokenize"]["tokens"]) / "manifest.json").read_text())
         assert manifest["tokenizer_sha256"] == file_sha256(path) and manifest["grid"] == [16, 16]
+    # Their leaderboard rows name the family and the exact file.
+    import pandas as pd
+
+    from glotok_bench.leaderboard.build import regenerate
+
+    regenerate(tmp_path / "runs", tmp_path / "boards")
+    table = pd.read_csv(tmp_path / "boards" / "reconstruction.csv", dtype=str).fillna("")
+    measured = table[table["source"] == "measured"]
+    for family, path in (("LlamaGen", llamagen), ("FQGAN-Dual", fqgan)):
+        row = measured[measured["method"] == family]
+        assert len(row) == 1 and file_sha256(path) in row.iloc[0]["other_labels"]
