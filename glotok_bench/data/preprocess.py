@@ -31,15 +31,23 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(gray).convert("RGB")
 
 
-def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
+def resize_short_side(image: Image.Image, size: int) -> Image.Image:
+    """8-bit RGB ``image`` with its short side resized to ``size`` (box halving, bicubic).
+
+    Also the first half of training's random crops (:mod:`glotok_bench.train.augment`).
+    """
     image = to_rgb(image)
     while min(image.size) >= 2 * size:
         image = image.resize((image.width // 2, image.height // 2), resample=Image.BOX)
     scale = size / min(image.size)
-    image = image.resize(
+    return image.resize(
         (max(size, round(image.width * scale)), max(size, round(image.height * scale))),
         resample=Image.BICUBIC,
     )
+
+
+def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
+    image = resize_short_side(image, size)
     left = (image.width - size) // 2
     top = (image.height - size) // 2
     return image.crop((left, top, left + size, top + size))
