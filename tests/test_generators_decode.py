@@ -51,11 +51,12 @@ def test_add_residual_turns_bare_codes_into_the_decoders_input():
 
 
 def test_xar_quantized_samples_are_decoded_with_the_residual_heads():
+    from test_generators_models import randomized
+
     from glotok_bench.generators.generate import generate, to_uint8
     from glotok_bench.generators.options import SamplingOptions
     from glotok_bench.generators.presets import XAR_TINY
     from glotok_bench.generators.sampling import make_generator
-    from test_generators_models import randomized
 
     tok = tokenizer()
     model = randomized(XAR_TINY(XAR_TINY.Config(features="quantized"), **context(tok)), std=0.1)
@@ -71,9 +72,10 @@ def test_xar_quantized_samples_are_decoded_with_the_residual_heads():
 
 
 def test_samples_are_decoded_in_fp32_when_sampling_runs_in_bf16():
+    from test_generators_models import randomized
+
     from glotok_bench.generators.generate import generate, to_uint8
     from glotok_bench.generators.presets import FAR_TINY
-    from test_generators_models import randomized
 
     tok = tokenizer()
     seen = []

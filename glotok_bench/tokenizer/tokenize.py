@@ -230,23 +230,21 @@ def tokenize_dataset(
                     labels = torch.full((count,), -1, dtype=torch.long)
                 views = make_views(images.to(device), options.views, resolution)
                 encoding = tokenizer.encode(views.flatten(0, 1))
-
-                def per_image(t: torch.Tensor) -> torch.Tensor:
-                    return t.unflatten(0, (count, view_count))
-
+                # [count * V, ...] -> [count, V, ...] (-> [count, ...] for one view), stored dtypes.
+                stored = {f"indices.{b}": (i, torch.int32) for b, i in encoding.indices.items()}
+                stored["quantized"] = (encoding.quantized, torch.float16)
+                stored["with_residual"] = (encoding.with_residual, torch.float16)
+                per_image = {
+                    key: (squeeze(t.unflatten(0, (count, view_count))), dtype)
+                    for key, (t, dtype) in stored.items()
+                }
                 # Split a batch across shard boundaries so every shard holds exactly shard_size.
                 start = 0
                 while start < count:
                     take = min(shard_size - buffered, count - start)
                     part = slice(start, start + take)
-                    for branch, idx in encoding.indices.items():
-                        buffer.setdefault(f"indices.{branch}", []).append(
-                            squeeze(per_image(idx)[part]).to("cpu", torch.int32)
-                        )
-                    for key in ("quantized", "with_residual"):
-                        buffer.setdefault(key, []).append(
-                            squeeze(per_image(getattr(encoding, key))[part]).to("cpu", torch.float16)
-                        )
+                    for key, (tensor, dtype) in per_image.items():
+                        buffer.setdefault(key, []).append(tensor[part].to("cpu", dtype))
                     buffer.setdefault("labels", []).append(
                         torch.as_tensor(labels)[part].to(torch.int64)
                     )
