@@ -17,6 +17,7 @@ from typing import Any, Literal
 import attrs
 
 from glotok_bench.errors import ConfigError
+from glotok_bench.validators import FieldValueError, non_negative, positive
 
 CfgSchedule = Literal["constant", "linear"]
 Integrator = Literal["euler", "euler_maruyama"]
@@ -24,20 +25,12 @@ Integrator = Literal["euler", "euler_maruyama"]
 
 def _finite(_instance: Any, attribute: attrs.Attribute, value: float | None) -> None:
     if value is not None and not math.isfinite(value):
-        raise ValueError(f"{attribute.name} must be a finite number, got {value!r}")
-
-
-def _at_least(low: float) -> Any:
-    def check(_instance: Any, attribute: attrs.Attribute, value: float | None) -> None:
-        if value is not None and not value >= low:  # `not >=` also refuses NaN
-            raise ValueError(f"{attribute.name} must be >= {low}, got {value!r}")
-
-    return check
+        raise FieldValueError(attribute.name, f"must be a finite number, got {value!r}")
 
 
 def _top_p(_instance: Any, attribute: attrs.Attribute, value: float) -> None:
-    if not 0.0 < value <= 1.0:
-        raise ValueError(f"{attribute.name} must be in (0, 1], got {value!r}")
+    if not 0.0 < value <= 1.0:  # also refuses NaN
+        raise FieldValueError(attribute.name, f"must be in (0, 1], got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -49,15 +42,15 @@ class SamplingOptions:
     # "linear" ramps guidance from 1 at the first token (xAR: cell) to cfg_scale at the last.
     cfg_schedule: CfgSchedule | None = None
     # Discrete models: softmax temperature (0 = argmax); xAR: scale of each cell's noise.
-    temperature: float = attrs.field(default=1.0, validator=[_finite, _at_least(0.0)])
-    top_k: int = attrs.field(default=0, validator=_at_least(0))  # 0 keeps every code
+    temperature: float = attrs.field(default=1.0, validator=non_negative)
+    top_k: int = attrs.field(default=0, validator=non_negative)  # 0 keeps every code
     top_p: float = attrs.field(default=1.0, validator=_top_p)  # 1 keeps every code
     seed: int = 0
     kv_cache: bool = True  # False recomputes the whole prefix at every step (slow; a check)
     # xAR only: integrator and flow steps of the first and last cell (linear in between).
     sampler: Integrator | None = None
-    steps_first: int | None = attrs.field(default=None, validator=_at_least(1))
-    steps_last: int | None = attrs.field(default=None, validator=_at_least(1))
+    steps_first: int | None = attrs.field(default=None, validator=positive)
+    steps_last: int | None = attrs.field(default=None, validator=positive)
 
     def resolve(self, defaults: Any) -> SamplingOptions:
         """These options with every ``None`` replaced by ``defaults``' same-named attribute

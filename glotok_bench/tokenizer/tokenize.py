@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 
 from glotok_bench.errors import DataError, GlotokError
+from glotok_bench.validators import FieldValueError
 
 if TYPE_CHECKING:
     import torch
@@ -42,8 +43,8 @@ VIEW_COUNTS = {"none": 1, "flip": 2, "ten-crop": 10}
 
 
 def _crop_range(_instance: Any, attribute: attrs.Attribute, value: float) -> None:
-    if not 1.0 <= value <= 2.0:
-        raise ValueError(f"{attribute.name} must be in [1, 2], got {value!r}")
+    if not 1.0 <= value <= 2.0:  # also refuses NaN
+        raise FieldValueError(attribute.name, f"must be in [1, 2], got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
