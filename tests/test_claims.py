@@ -123,3 +123,22 @@ def test_seeds_run_every_variant_n_times(tmp_path):
 def test_bad_seeds_are_refused(tmp_path, body):
     with pytest.raises(ConfigError, match="seeds"):
         load_grid(_grid(tmp_path, body))
+
+
+def test_evidence_grids_run_five_seeds_per_arm_with_uniformity_on():
+    from glotok_bench.runconfig import RunConfig
+
+    root = Path(__file__).resolve().parents[1]
+    grids = sorted((root / "grids" / "cpu").glob("evidence-*.toml"))
+    assert len(grids) == 4
+    for grid in grids:
+        cells = expand(load_grid(grid), RunConfig, root / "runs")
+        variants: dict[str, list[int]] = {}
+        for cell in cells:
+            seed = cell.config["train"]["seed"]
+            rest = {**cell.config, "train": {k: v for k, v in cell.config["train"].items() if k != "seed"}}
+            variants.setdefault(repr(sorted(rest.items())), []).append(seed)
+            assert cell.config["eval"]["uniformity"], f"{grid.name}: uniformity is off"
+            teacher_file = cell.config["supervision"].get("teacher_file")
+            assert not teacher_file or (root / teacher_file).is_file()
+        assert all(sorted(seeds) == list(range(MIN_SEEDS)) for seeds in variants.values()), grid.name
