@@ -32,6 +32,7 @@ from typing import Any
 import attrs
 import torch
 
+from glotok_bench.batch_order import BatchOrder
 from glotok_bench.errors import ConfigError, DataError
 
 FORMAT = "glotok-bench/tokens"
@@ -262,13 +263,14 @@ class TokenSet:
 class BatchStream:
     """Global batch ``step`` -> this rank's slice of it, as a dict of training tensors.
 
-    Position p of the stream is item perm_e[p mod N] with e = p // N and perm_e a
-    permutation seeded by (seed, e). A global batch is B consecutive positions; rank r
-    of W takes the r-th of W equal parts. Indices come out int64, features fp32.
+    Which items: :class:`glotok_bench.batch_order.BatchOrder`, the one ordering every
+    trainer shares (item perm_e[p mod N] at position p, e = p // N, perm_e seeded by
+    (seed, e); rank r of W takes the r-th part of each global batch). Indices come out
+    int64, features fp32.
 
     Tensors with a view axis ([N, V, ...], see the module docstring) give item i its
-    view view_e[i] in epoch e, drawn with perm_e from the same (seed, e) generator: the
-    view depends on (seed, epoch, index) only, never on batch size or rank.
+    view view_e[i] in epoch e, drawn right after perm_e from the same (seed, e) stream:
+    the view depends on (seed, epoch, index) only, never on batch size or rank.
     """
 
     def __init__(
@@ -289,8 +291,7 @@ class BatchStream:
         if self.count == 0:
             raise DataError("the token set is empty")
         self.batch_size, self.seed = batch_size, seed
-        self.local = batch_size // world_size
-        self.offset = rank * self.local
+        self.order = BatchOrder(self.count, batch_size, seed=seed, rank=rank, world_size=world_size)
         view_counts = {
             int(t.shape[1])
             for k, t in self.tensors.items()
@@ -300,35 +301,27 @@ class BatchStream:
             raise DataError(f"the token tensors disagree on their view count: {sorted(view_counts)}")
         self.views = view_counts.pop() if view_counts else 1
         self._epoch = -1
-        self._perm = torch.empty(0, dtype=torch.long)
         self._view = torch.empty(0, dtype=torch.long)
 
-    def _draw(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(permutation, view of each item) of ``epoch``, cached for the current epoch."""
+    def _views(self, epoch: int) -> torch.Tensor:
+        """The view of each item in ``epoch``, cached for the current epoch."""
         if epoch != self._epoch:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perm = torch.randperm(self.count, generator=generator)
             # Drawn after the permutation, so single-view streams keep their old batches.
             self._view = (
-                torch.randint(self.views, (self.count,), generator=generator)
+                torch.randint(self.views, (self.count,), generator=self.order.epoch_generator(epoch))
                 if self.views > 1
                 else torch.zeros(self.count, dtype=torch.long)
             )
             self._epoch = epoch
-        return self._perm, self._view
+        return self._view
 
     def positions(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(item rows, their views) of this rank's part of global batch ``step``."""
-        start = step * self.batch_size + self.offset
-        positions = torch.arange(start, start + self.local)
-        epochs = positions // self.count
-        rows = torch.empty(self.local, dtype=torch.long)
-        views = torch.empty(self.local, dtype=torch.long)
+        rows, epochs = self.order.positions(step)
+        views = torch.empty_like(rows)
         for epoch in epochs.unique().tolist():
             chosen = epochs == epoch
-            perm, view = self._draw(epoch)
-            rows[chosen] = perm[positions[chosen] % self.count]
-            views[chosen] = view[rows[chosen]]
+            views[chosen] = self._views(epoch)[rows[chosen]]
         return rows, views
 
     def indices(self, step: int) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """Resumable batch streams: the batch of global step s depends only on (seed, s).
 
 A map-style dataset (``__len__`` + ``__getitem__`` yielding ``(image, label)``) is
-shuffled per epoch with a generator seeded by (seed, epoch), so a resumed run sees
-exactly the batches an uninterrupted run would. Any other iterable of batches is
-consumed as given and fast-forwarded on resume (exact only if it is deterministic).
+read in :mod:`glotok_bench.batch_order`'s order (a fresh permutation per epoch seeded by
+(seed, epoch)), so a resumed run sees exactly the batches an uninterrupted run would.
+Any other iterable of batches is consumed as given and fast-forwarded on resume (exact
+only if it is deterministic).
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Sampler, default_collate
 
+from glotok_bench.batch_order import BatchOrder
 from glotok_bench.data.imagefolder import SkippedImages, collate_images
-from glotok_bench.errors import DataError
+from glotok_bench.errors import ConfigError, DataError
+from glotok_bench.train.augment import CROP_FLIP, AugmentedImages
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
     """Index lists for steps start_step, start_step+1, ... (this rank's share of each).
 
-    The global batch of step s is slice s % steps_per_epoch of epoch s // steps_per_epoch's
-    permutation; rank r takes the r-th contiguous part. A dataset smaller than one batch
-    is repeated (several permutations back to back) so any size trains.
+    The items of global step s are :class:`glotok_bench.batch_order.BatchOrder`'s, the
+    ordering the generator trainer uses too: epochs of fresh permutations seeded by
+    (seed, epoch), read as one endless stream, so any dataset size (even one smaller than
+    a batch) trains and rank r takes the r-th contiguous part of each global batch.
     """
 
     def __init__(
@@ -36,31 +40,26 @@ class ResumableBatchSampler(Sampler[list[int]]):
         start_step: int,
         rank: int = 0,
         world_size: int = 1,
+        with_epochs: bool = False,
     ):
         if length <= 0:
             raise DataError("the training dataset is empty")
         if batch_size % world_size:
             raise DataError(f"batch size {batch_size} is not divisible by {world_size} ranks")
-        self.length, self.batch_size, self.seed = length, batch_size, seed
-        self.start_step, self.rank, self.world_size = start_step, rank, world_size
-        self.repeats = -(-batch_size // length)  # permutations per epoch
-        self.steps_per_epoch = max(1, length * self.repeats // batch_size)
-
-    def _epoch(self, epoch: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.cat(
-            [torch.randperm(self.length, generator=generator) for _ in range(self.repeats)]
-        )
+        self.order = BatchOrder(length, batch_size, seed=seed, rank=rank, world_size=world_size)
+        self.start_step = start_step
+        # (index, epoch) pairs instead of indices: the keys augmentation draws from.
+        self.with_epochs = with_epochs
 
     def __iter__(self) -> Iterator[list[int]]:
-        per_rank = self.batch_size // self.world_size
-        epoch, within = divmod(self.start_step, self.steps_per_epoch)
+        step = self.start_step
         while True:
-            order = self._epoch(epoch)
-            for i in range(within, self.steps_per_epoch):
-                start = i * self.batch_size + self.rank * per_rank
-                yield order[start : start + per_rank].tolist()
-            epoch, within = epoch + 1, 0
+            if self.with_epochs:
+                items, epochs = self.order.positions(step)
+                yield list(zip(items.tolist(), epochs.tolist(), strict=True))
+            else:
+                yield self.order.indices(step).tolist()
+            step += 1
 
     def __len__(self) -> int:  # an endless stream; DataLoader only needs a number
         return 2**62
@@ -108,16 +107,25 @@ def image_batches(
     num_workers: int = 0,
     pin_memory: bool = False,
     skipped: SkippedImages | None = None,
+    augment: str = "none",
+    crop_scale: tuple[float, float] = (1.0, 1.25),
 ) -> Iterator[torch.Tensor]:
     """An endless iterator of this rank's image batches [b, 3, H, W], from ``start_step`` on.
 
-    Unreadable images are left out of their batch and listed in ``skipped``.
+    Unreadable images are left out of their batch and listed in ``skipped``. ``augment =
+    "crop-flip"`` crops and flips a map-style dataset's images afresh each epoch
+    (:mod:`glotok_bench.train.augment`, keyed on (seed, epoch, index)); ``"none"`` reads
+    them as the dataset gives them.
     """
     if (
         hasattr(data, "__getitem__")
         and hasattr(data, "__len__")
         and not isinstance(data, torch.Tensor)
     ):
+        if augment not in ("none", CROP_FLIP):
+            raise ConfigError(f"train.augment must be 'none' or '{CROP_FLIP}', got {augment!r}")
+        if augment == CROP_FLIP:
+            data = AugmentedImages(data, seed=seed, scale=crop_scale)
         sampler = ResumableBatchSampler(
             len(data),
             batch_size,
@@ -125,6 +133,7 @@ def image_batches(
             start_step=start_step,
             rank=rank,
             world_size=world_size,
+            with_epochs=augment == CROP_FLIP,
         )
         loader = DataLoader(
             data,
@@ -141,6 +150,11 @@ def image_batches(
     if not isinstance(data, Iterable):
         raise DataError(
             f"training data must be a Dataset or an iterable of batches, got {type(data).__name__}"
+        )
+    if augment != "none":
+        raise ConfigError(
+            f"train.augment = {augment!r} needs a map-style dataset (it keys each image's "
+            "crop on its index); this data is an iterable of batches: set train.augment = 'none'"
         )
     stream = (_images(batch) for batch in _cycle(data))
     return itertools.islice(stream, start_step, None)
