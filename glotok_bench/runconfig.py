@@ -3,6 +3,8 @@ training, evaluation and (optionally) a generator stage.
 
 Each section is owned by the module that uses it; this file only composes them. Presets
 live in ``configs/`` and grids override any path of this tree (e.g. ``loss.semantic_weight``).
+Importing it imports no torch (a test holds it to that): sections come from config-only
+modules.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ from typing import Literal
 import attrs
 
 from glotok_bench.config import ComponentChoice, component_field
-from glotok_bench.eval.evaluator import EvalOptions
-from glotok_bench.eval.fidelity import FrechetDistance, InceptionScore
+from glotok_bench.eval.options import EvalOptions, FrechetDistanceConfig, InceptionScoreConfig
 from glotok_bench.generators.options import SamplingOptions
 from glotok_bench.tokenizer.config import LossConfig, TokenizerConfig
 from glotok_bench.tokenizer.tokenize import TokenizeConfig
@@ -40,8 +41,8 @@ class GenerationConfig(SamplingOptions):
 
     per_class: int = 50
     batch_size: int = 32
-    fid: FrechetDistance.Config = FrechetDistance.Config(label="gfid")
-    inception_score: InceptionScore.Config | None = InceptionScore.Config()
+    fid: FrechetDistanceConfig = FrechetDistanceConfig(label="gfid")
+    inception_score: InceptionScoreConfig | None = InceptionScoreConfig()
     # Real images the samples are compared with when fid.reference_stats is not given.
     reference_split: str = "train"
 

@@ -87,9 +87,11 @@ class LocalLeaseStore:
     kernel releases if the process dies, so a takeover can never race another takeover.
     """
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, *, beside: bool = False):
+        """``beside``: keep the lease next to ``folder`` (``.<name>.glotok-lock.json``), for
+        jobs that replace the folder whole (token sets are swapped in when complete)."""
         self.folder = Path(folder)
-        self.path = self.folder / LOCK_NAME
+        self.path = self.folder.with_name(f".{self.folder.name}{LOCK_NAME}") if beside else self.folder / LOCK_NAME
 
     def read(self) -> Lease | None:
         try:
@@ -106,7 +108,7 @@ class LocalLeaseStore:
 
     def create(self, lease: Lease) -> bool:
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._write_temp(lease)
         except OSError as exc:
             raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
@@ -130,7 +132,7 @@ class LocalLeaseStore:
             return True
 
     def _write_temp(self, lease: Lease) -> Path:
-        tmp = self.folder / f"{LOCK_NAME}.{uuid.uuid4().hex}.tmp"
+        tmp = self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex}.tmp")
         with open(tmp, "x", encoding="utf-8") as handle:
             handle.write(lease.to_json())
             handle.flush()
@@ -142,7 +144,7 @@ class LocalLeaseStore:
         import fcntl
 
         # The folder itself is the guard (Linux flocks directories), so no file is left behind.
-        fd = os.open(self.folder, os.O_RDONLY)
+        fd = os.open(self.path.parent, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -250,9 +252,10 @@ def stale_reason(lease: Lease, *, now: float | None = None) -> str | None:
 
 
 @contextlib.contextmanager
-def hold_run_folder(folder: str | Path, *, job: str = "") -> Iterator[RunLock]:
-    """Hold ``folder`` (a local path) for the duration of the ``with`` block."""
-    lock = RunLock(LocalLeaseStore(folder), job=job, what=str(folder))
+def hold_run_folder(folder: str | Path, *, job: str = "", beside: bool = False) -> Iterator[RunLock]:
+    """Hold ``folder`` (a local path) for the duration of the ``with`` block (``beside``:
+    see :class:`LocalLeaseStore`)."""
+    lock = RunLock(LocalLeaseStore(folder, beside=beside), job=job, what=str(folder))
     with lock:
         yield lock
 

@@ -254,3 +254,12 @@ def test_shared_validators_name_the_field_at_its_full_path():
     with pytest.raises(ValueError, match="warmup must be a finite number"):
         Schedule(warmup=float("nan"))  # configs built in code are checked too
 
+
+
+def test_importing_the_run_config_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, glotok_bench.runconfig; print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

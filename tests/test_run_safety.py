@@ -463,3 +463,15 @@ def test_reruns_of_a_finished_tiny_run_never_damage_it(tmp_path, demo_root, caps
     assert read_record(run / RECORD_NAME) == finished
     assert (run / "config.toml").read_text() == settings
     assert Path(checkpoint).is_file()
+
+
+def test_a_lock_kept_beside_a_folder_survives_the_folder_being_replaced(tmp_path):
+    tokens = tmp_path / "tokens"
+    with hold_run_folder(tokens, job="tokenize", beside=True) as lock:
+        tokens.mkdir()
+        (tmp_path / ".tokens.partial").mkdir()
+        tokens.rmdir()
+        (tmp_path / ".tokens.partial").rename(tokens)  # as tokenize swaps a complete set in
+        with pytest.raises(RunLockedError, match="tokenize job"):
+            RunLock(LocalLeaseStore(tokens, beside=True)).acquire()
+    assert not lock.lost and not (tmp_path / f".tokens{LOCK_NAME}").exists()

@@ -102,7 +102,8 @@ def tokenize_command(checkpoint: Path, data: str | None, config_path: Path | Non
     from glotok_bench.runlock import hold_run_folder
 
     config = _config_for_checkpoint(checkpoint, config_path, data_overrides(data, None) + overrides)
-    with hold_run_folder(out, job="tokenize"):  # its manifest is its record
+    # Beside the folder: a complete token set replaces the folder whole. Its manifest is its record.
+    with hold_run_folder(out, job="tokenize", beside=True):
         result = tokenize(config, checkpoint, out)
     skipped = result["results"].get("skipped") or 0
     click.echo(f"{result['results']['count']} images tokenized into {out}"

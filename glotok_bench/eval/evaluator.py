@@ -25,111 +25,18 @@ import torch
 
 from glotok_bench.errors import MissingWeightsError
 from glotok_bench.eval.batch import EvalBatch, Metric
-from glotok_bench.eval.fidelity import FrechetDistance, InceptionScore
-from glotok_bench.eval.fig4 import DEFAULT_RETENTION, RetentionConfig, save_retention_grid
+from glotok_bench.eval.fig4 import DEFAULT_RETENTION, save_retention_grid
 from glotok_bench.eval.image_grid import save_image_grid
-from glotok_bench.eval.lpips_metric import LPIPSMetric
-from glotok_bench.eval.pixel import PSNR, SSIM
-from glotok_bench.eval.uniformity import LatentUniformity
-from glotok_bench.eval.usage import CodebookUsage
+from glotok_bench.eval.options import (  # noqa: F401 - EvalOptions and its helpers live there (torch-free)
+    METRIC_NAME,
+    EvalOptions,
+    RetentionConfig,
+    metric_options,
+)
 from glotok_bench.interfaces import write_metric_artifacts
 
 SAMPLES_PNG = "reconstructions.png"
 FIG4_PNG = "fig4_retention.png"
-
-
-METRIC_NAME = "glotok_metric_name"  # field metadata: the registered metric a field configures
-
-
-def metric_options(name: str, default: Any) -> Any:
-    """An :class:`EvalOptions` field holding registered metric ``name``'s ``Config``."""
-    return attrs.field(default=default, metadata={METRIC_NAME: name})
-
-
-def _plugin_metric_config(name: str, options: Any) -> Any:
-    """The typed ``Config`` of registered metric ``name`` from its options table (``true``:
-    its defaults)."""
-    from glotok_bench.config import structure
-    from glotok_bench.registry import get_registry
-
-    config_class = get_registry().config_class("metric", name)
-    return structure(config_class, {} if options is True else dict(options), source=f"eval.extra_metrics.{name}")
-
-
-def _check_extra_metrics(_instance: Any, _attribute: attrs.Attribute, value: Mapping[str, Any]) -> None:
-    # Validated when the config loads, so a typo fails before training, not after it.
-    from glotok_bench.errors import GlotokError
-
-    for name, options in value.items():
-        try:
-            if options is not False:
-                _plugin_metric_config(name, options)
-        except GlotokError as exc:
-            raise ValueError(str(exc)) from None
-
-
-@attrs.frozen(kw_only=True)
-class EvalOptions:
-    """Which metrics run (a ``None`` config switches one off) and what gets written.
-
-    Metrics come from the registry. The fields below are the options of the built-in ones
-    (as configs have always spelled them); any other registered metric runs when
-    ``extra_metrics`` names it, or by default when its class says ``runs_by_default``.
-    """
-
-    fid: FrechetDistance.Config | None = metric_options("fid", FrechetDistance.Config())
-    # "ris": IS of reconstructions; plain "is" is reserved for generated samples (Table 2).
-    inception_score: InceptionScore.Config | None = metric_options(
-        "inception-score", InceptionScore.Config(label="ris")
-    )
-    psnr: PSNR.Config | None = metric_options("psnr", PSNR.Config())
-    ssim: SSIM.Config | None = metric_options("ssim", SSIM.Config())
-    lpips: LPIPSMetric.Config | None = metric_options("lpips", LPIPSMetric.Config())
-    lpips_required: bool = False  # False: missing LPIPS weights skip LPIPS (and say so)
-    usage: CodebookUsage.Config | None = metric_options("codebook-usage", CodebookUsage.Config())
-    uniformity: LatentUniformity.Config | None = metric_options("uniformity", LatentUniformity.Config())
-    sample_images: int = 8  # originals over reconstructions in reconstructions.png; 0: none
-    fig4: RetentionConfig | None = RetentionConfig()
-    fig4_images: int = 4
-    progress: bool = True
-    # Other registered metrics: {name: options}, e.g. in TOML
-    # [eval.extra_metrics.my-metric]  threshold = 0.5
-    # or `my-metric = true` (its defaults) / `= false` (off, for one that runs by default).
-    extra_metrics: dict[str, dict[str, Any] | bool] = attrs.field(
-        factory=dict, validator=_check_extra_metrics, hash=False
-    )
-
-    def metric_configs(self, registry: Any) -> tuple[dict[str, tuple[str, Any]], dict[str, str]]:
-        """{key: (registered name, Config)} of the metrics to run, in a fixed order, and
-        {key: why skipped} for those switched off. Keys: the field name of a built-in's
-        options, else ``plugin:NAME``."""
-        chosen: dict[str, tuple[str, Any]] = {}
-        skipped: dict[str, str] = {}
-        configured = set()
-        for field in attrs.fields(type(self)):
-            name = field.metadata.get(METRIC_NAME)
-            if name is None:
-                continue
-            configured.add(name)
-            config = getattr(self, field.name)
-            if config is None:
-                skipped[field.name] = "switched off"
-            else:
-                chosen[field.name] = (name, config)
-        for name in registry.names("metric"):
-            if name in configured:
-                continue
-            options = self.extra_metrics.get(name)
-            if options is None and getattr(registry.load("metric", name), "runs_by_default", False):
-                options = True
-            if options is None or options is False:
-                continue
-            chosen[f"plugin:{name}"] = (name, _plugin_metric_config(name, options))
-        # Named but not registered: let the registry say so (with a did-you-mean).
-        for name in self.extra_metrics:
-            if name not in configured and name not in registry.names("metric"):
-                registry.get("metric", name)
-        return chosen, skipped
 
 
 @attrs.define

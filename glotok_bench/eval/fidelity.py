@@ -17,13 +17,13 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
 import torch
 
 from glotok_bench.eval.batch import EvalBatch
 from glotok_bench.eval.extractors import FeatureExtractor, build_extractor, metric_name
 from glotok_bench.eval.frechet import gaussian_frechet_distance
 from glotok_bench.eval.inception_score import InceptionScoreAccumulator
+from glotok_bench.eval.options import FrechetDistanceConfig, InceptionScoreConfig
 from glotok_bench.eval.reference import (
     ReferenceCache,
     key_digest,
@@ -47,16 +47,7 @@ class FrechetDistance:
     reference cache and is copied into the result).
     """
 
-    @attrs.frozen(kw_only=True)
-    class Config:
-        label: str = (
-            "rfid"  # "rfid": reconstructions vs their dataset; "gfid": samples vs a reference
-        )
-        extractor: str = "auto"  # "auto" | "inception" | "standin"
-        inception_weights: str = ""  # explicit local Inception file; "" = weight-resolution hook
-        reference_stats: str = ""  # external mu/sigma .npz (ADM layout); "" = cache or real images
-        cache_dir: str = ""  # "" = $GLOTOK_STATS_DIR or ~/.cache/glotok_bench/fid-stats
-        cache: bool = True
+    Config = FrechetDistanceConfig  # torch-free, in eval/options.py, so run configs load fast
 
     def __init__(
         self,
@@ -155,12 +146,7 @@ class InceptionScore:
     Context: ``device``; ``data_protocol`` (copied into the result).
     """
 
-    @attrs.frozen(kw_only=True)
-    class Config:
-        label: str = "is"
-        extractor: str = "auto"  # "auto" | "inception" | "standin"
-        inception_weights: str = ""
-        splits: int = 10
+    Config = InceptionScoreConfig
 
     def __init__(
         self,

@@ -20,23 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import attrs
 import torch
 
 from glotok_bench.eval.image_grid import save_image_grid
+from glotok_bench.eval.options import RetentionConfig
 from glotok_bench.eval.uniformity import branch_latents
 
 RETENTION_MODES = ("channels", "positions")
-
-
-@attrs.frozen(kw_only=True)
-class RetentionConfig:
-    ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
-    mode: str = "channels"  # "channels" | "positions" (see module docstring)
-    source: str = "with_residual"  # which latents the decoder gets: "with_residual" | "quantized"
-    semantic_branch: str = "semantic"
-    visual_branch: str = "visual"
-    seed: int = 0  # picks the kept positions in "positions" mode
 
 
 DEFAULT_RETENTION = RetentionConfig()

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
 import torch
 
 from glotok_bench.eval.batch import EvalBatch
+from glotok_bench.eval.options import LPIPSConfig
 from glotok_bench.eval.per_image import PerImageMean
 
 
@@ -23,10 +23,7 @@ class LPIPSMetric(PerImageMean):
 
     name = "lpips"
 
-    @attrs.frozen(kw_only=True)
-    class Config:
-        vgg_weights: str = ""  # torchvision vgg16-397923af.pth; "" = weight-resolution hook
-        lin_weights: str = ""  # LPIPS v0.1 vgg.pth linear layers; "" = weight-resolution hook
+    Config = LPIPSConfig  # torch-free, in eval/options.py, so run configs load fast
 
     def __init__(
         self,

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
 import torch
 import torch.nn.functional as F
 
 from glotok_bench.eval.batch import EvalBatch
+from glotok_bench.eval.options import PSNRConfig, SSIMConfig
 from glotok_bench.eval.per_image import PerImageMean
 
 DATA_RANGE = 255.0
@@ -83,9 +83,7 @@ class PSNR(PerImageMean):
 
     name = "psnr"
 
-    @attrs.frozen(kw_only=True)
-    class Config:
-        pass
+    Config = PSNRConfig  # torch-free, in eval/options.py, so run configs load fast
 
     def scores(self, batch: EvalBatch) -> torch.Tensor:
         return psnr_per_image(batch.uint8("real"), batch.uint8("fake"))
@@ -103,9 +101,7 @@ class SSIM(PerImageMean):
 
     name = "ssim"
 
-    @attrs.frozen(kw_only=True)
-    class Config:
-        window: int = 7
+    Config = SSIMConfig
 
     def scores(self, batch: EvalBatch) -> torch.Tensor:
         return ssim_per_image(batch.uint8("real"), batch.uint8("fake"), window=self.config.window)

@@ -25,11 +25,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
 import numpy as np
 import torch
 
 from glotok_bench.eval.batch import EvalBatch
+from glotok_bench.eval.options import LatentUniformityConfig
 from glotok_bench.records import metric
 
 UNIFORMITY_METRICS = ("density_cv", "normalized_entropy", "gini")
@@ -215,16 +215,7 @@ class LatentUniformity:
     Context: ``codebook_sizes`` (names the branches, for ``branch="auto"``), ``data_protocol``.
     """
 
-    @attrs.frozen(kw_only=True)
-    class Config:
-        branch: str = "auto"  # "auto": "semantic" if present, else the only branch
-        source: str = "quantized"  # the paper uses the quantized semantic latents Z_hat_sem
-        samples: int = 10_000
-        repeats: int = 10  # VA-VAE averages 10 runs
-        draws_per_image: int = 1  # positions drawn per image; >1 only for tiny sets
-        perplexity: float = 30.0
-        tsne_iterations: int = 1000  # scikit-learn's default, as VA-VAE ran it; >= 250
-        seed: int = 42
+    Config = LatentUniformityConfig  # torch-free, in eval/options.py, so run configs load fast
 
     def __init__(
         self,

@@ -16,10 +16,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
 import torch
 
 from glotok_bench.eval.batch import EvalBatch
+from glotok_bench.eval.options import CodebookUsageConfig
 from glotok_bench.records import metric
 
 
@@ -27,9 +27,7 @@ class CodebookUsage:
     """Counts ``batch.encoding.indices`` per codebook. Context: ``codebook_sizes``
     (``{branch: K}``, the tokenizer's ``codebook_sizes``), ``data_protocol``."""
 
-    @attrs.frozen(kw_only=True)
-    class Config:
-        pass
+    Config = CodebookUsageConfig  # torch-free, in eval/options.py, so run configs load fast
 
     def __init__(
         self,
