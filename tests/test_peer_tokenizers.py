@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+import attrs
 import pytest
 import torch
 import torch.nn.functional as F
@@ -292,6 +293,18 @@ def test_llamagen_checkpoint_reconstructs_like_llamagen(tmp_path):
     assert (decoded - expected).abs().max() < 1e-4
 
 
+def test_ema_weights_are_used_when_asked_for_and_saved(tmp_path):
+    path = tmp_path / "ema.pt"
+    torch.save({"model": llamagen_state(0), "ema": llamagen_state(5), "steps": 10}, path)
+    images = _images()
+    for weights, seed in (("ema", 5), ("model", 0)):
+        tok, payload = load_tokenizer(path, weights=weights)
+        with torch.no_grad():
+            expected, _ = llamagen_reference(llamagen_state(seed), images)
+            assert (tok(images).reconstruction - expected).abs().max() < 1e-4
+        assert payload["ema"] is not None
+
+
 def test_fqgan_dual_checkpoint_reconstructs_like_fqgan_and_needs_visual_then_semantic(tmp_path):
     state = fqgan_state()
     path = save_like_their_trainer(tmp_path / "0001234.pt", state, with_clip_supervision=True)
@@ -387,6 +400,51 @@ def test_formats_are_detected_from_keys_and_read_from_shapes(tmp_path):
     torch.save({"model": {"layer.weight": torch.zeros(2)}}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="matches no registered peer format"):
         load_tokenizer(tmp_path / "other.pt")
+
+
+class _RenamedLlamaGen:
+    """A third party's format: LlamaGen weights under a 'vq.' prefix."""
+
+    family = "Renamed"
+
+    @attrs.frozen
+    class Config:
+        pass
+
+    def __init__(self, config=None):
+        pass
+
+    def detect(self, state):
+        return "vq.quant_conv.weight" in state
+
+    def build(self, state, args, *, source, registry=None):
+        from glotok_bench.tokenizer.peers.llamagen import LlamaGenFormat
+
+        plain = {k.removeprefix("vq."): v for k, v in state.items()}
+        return LlamaGenFormat().build(plain, args, source=source, registry=registry)
+
+
+def test_a_plugin_adds_a_tokenizer_format_through_the_hook(tmp_path):
+    import importlib
+    import types
+
+    from glotok_bench.hookspecs import hookimpl
+    from glotok_bench.registry import Component, Registry, new_plugin_manager
+
+    plugin = types.ModuleType("renamed_format_plugin")
+    plugin.glotok_tokenizer_formats = hookimpl(lambda: [Component("renamed", f"{__name__}:_RenamedLlamaGen")])
+    manager = new_plugin_manager()
+    for name in ("autoencoders", "quantizers", "residual_heads", "tokenizer_formats"):
+        manager.register(importlib.import_module(f"glotok_builtin.{name}"), name=name)
+    manager.register(plugin, name="renamed")
+    registry = Registry(manager)
+    state = llamagen_state()
+    torch.save({"model": {f"vq.{k}": v for k, v in state.items()}}, tmp_path / "renamed.pt")
+    tok, payload = load_tokenizer(tmp_path / "renamed.pt", registry=registry)
+    assert payload["format"] == "renamed" and payload["family"] == "Renamed"
+    images = _images()
+    with torch.no_grad():
+        assert (tok(images).reconstruction - llamagen_reference(state, images)[0]).abs().max() < 1e-4
 
 
 class _Hostile:

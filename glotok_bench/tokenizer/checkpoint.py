@@ -135,6 +135,7 @@ def _tokenizer_from(raw, path, config, weights, device, registry, format):  # no
         if mismatch:
             raise CheckpointError(f"{path} ({name}) does not fit the configured tokenizer: {mismatch}")
     payload = peer_payload(path, name, peer.family, tokenizer, step)
+    payload["ema"] = raw.get("ema") if isinstance(raw, dict) and isinstance(raw.get("ema"), dict) else None
     return tokenizer.to(device).eval(), payload
 
 
@@ -239,7 +240,8 @@ def _peer_format(state: dict, path: Path, format: str, registry: Registry) -> tu
 
 
 def peer_payload(path: Path, name: str, family: str, tokenizer: Tokenizer, step: int | None) -> dict[str, Any]:
-    """What a loaded peer checkpoint reports: its format, family, sha256 and derived config."""
+    """What a loaded peer checkpoint reports: its format, family, sha256 and derived config
+    (and, like ours, ``ema``: the file's EMA weights or None)."""
     from glotok_bench.weights import file_sha256
 
     return {
