@@ -123,7 +123,7 @@ def measure(args: argparse.Namespace) -> dict:
                 torch.cuda.synchronize(device)
 
         for _ in range(args.warmup):
-            trainer.train_step(images)
+            trainer.optimisation_step(images)
         sync()
         # Peak over the timed steps only: loading a teacher (open_clip builds CLIP's text
         # tower too, then drops it) is a one-off that would otherwise dominate.
@@ -135,7 +135,7 @@ def measure(args: argparse.Namespace) -> dict:
         step_seconds = []
         for _ in range(args.steps):
             start = time.perf_counter()
-            terms = trainer.train_step(images)
+            terms = trainer.optimisation_step(images).scalars
             sync()
             step_seconds.append(time.perf_counter() - start)
         assert all(torch.isfinite(value).all() for value in terms.values())

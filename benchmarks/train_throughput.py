@@ -107,7 +107,7 @@ def measure(args: argparse.Namespace) -> dict:
                 torch.cuda.synchronize(device)
 
         for _ in range(args.warmup):
-            trainer.train_step(images)
+            trainer.optimisation_step(images)
         sync()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -117,7 +117,7 @@ def measure(args: argparse.Namespace) -> dict:
         times = []
         for _ in range(args.steps):
             start = time.perf_counter()
-            terms = trainer.train_step(images)
+            terms = trainer.optimisation_step(images).scalars
             sync()
             times.append(time.perf_counter() - start)
         elapsed = sum(times)

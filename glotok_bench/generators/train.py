@@ -67,7 +67,6 @@ __all__ = [
     "GeneratorTrainer",
     "GeneratorTrainingSummary",
     "LrSchedule",
-    "learning_rate",
     "make_optimizer",
     "train_generator",
 ]
@@ -117,11 +116,6 @@ class LrSchedule:
             return self.lr
         progress = (step - self.cosine_start) / max(1, self.total_steps - self.cosine_start)
         return self.floor + (self.lr - self.floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def learning_rate(step: int, total: int, cfg: GeneratorTrainConfig, steps_per_epoch: float = 1.0) -> float:
-    """lr at optimiser step ``step`` (0-based) of a ``total``-step run."""
-    return LrSchedule.from_config(cfg, total, steps_per_epoch).at(step)
 
 
 def make_optimizer(model: nn.Module, cfg: GeneratorTrainConfig) -> torch.optim.Optimizer:
@@ -200,7 +194,7 @@ class GeneratorTrainer(TrainingLoop):
             yield stream.batch(step, self.device)
             step += 1
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> StepOutput:
+    def optimisation_step(self, batch: dict[str, torch.Tensor]) -> StepOutput:
         lr = self.schedule.at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr

@@ -118,7 +118,7 @@ class TrainingLoop(abc.ABC):
         """This rank's batches from ``start_step`` on (a function of seed and step only)."""
 
     @abc.abstractmethod
-    def train_step(self, batch: Any) -> StepOutput:
+    def optimisation_step(self, batch: Any) -> StepOutput:
         """One optimisation step; must advance ``self.step`` by one."""
 
     @abc.abstractmethod
@@ -181,7 +181,7 @@ class TrainingLoop(abc.ABC):
         start = time.perf_counter()
         try:
             while self.step < settings.total_steps:
-                output = self.train_step(next(batches))
+                output = self.optimisation_step(next(batches))
                 host_extras.update(output.extra)
                 log.append(
                     self.step,

@@ -229,9 +229,11 @@ class Trainer(TrainingLoop):
             num_workers=self.config.num_workers,
             pin_memory=self.device.type == "cuda",
             skipped=self.skipped,
+            augment=self.config.augment,
+            crop_scale=self.config.crop_scale,
         )
 
-    def train_step(self, images: torch.Tensor) -> StepOutput:
+    def optimisation_step(self, images: torch.Tensor) -> StepOutput:
         """One generator (+ discriminator) update on images [b, 3, H, W] in [-1, 1].
 
         Logged scalars are detached 0-dim tensors (loss terms, usage stats) still on the
