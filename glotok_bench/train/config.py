@@ -5,27 +5,12 @@ options). The loops that use them are ``train/trainer.py`` and ``generators/trai
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import attrs
 
 from glotok_bench.config import ComponentChoice, component_field
-
-
-def _positive(_instance: object, attribute: attrs.Attribute, value: float | None) -> None:
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{attribute.name} must be a finite number > 0, got {value!r}")
-
-
-def _non_negative(_instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
-
-
-def _non_negative_or_none(instance: object, attribute: attrs.Attribute, value: float | None) -> None:
-    if value is not None:
-        _non_negative(instance, attribute, value)
+from glotok_bench.validators import non_negative, positive
 
 
 def _unit_interval(_instance: object, attribute: attrs.Attribute, value: float) -> None:
@@ -47,19 +32,19 @@ class TrainConfig:
     """
 
     seed: int = 0
-    max_steps: int = attrs.field(default=800_000, validator=_positive)
-    batch_size: int = attrs.field(default=240, validator=_positive)  # global, over all ranks
-    lr: float = attrs.field(default=2e-4, validator=_positive)
+    max_steps: int = attrs.field(default=800_000, validator=positive)
+    batch_size: int = attrs.field(default=240, validator=positive)  # global, over all ranks
+    lr: float = attrs.field(default=2e-4, validator=positive)
     betas: tuple[float, ...] = attrs.field(default=(0.9, 0.95), validator=_check_betas)
-    weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
-    disc_lr: float = attrs.field(default=2e-4, validator=_positive)
+    weight_decay: float = attrs.field(default=0.0, validator=non_negative)
+    disc_lr: float = attrs.field(default=2e-4, validator=positive)
     # Global gradient-norm clip (LlamaGen uses 1.0); 0 disables it.
-    grad_clip: float = attrs.field(default=1.0, validator=_non_negative)
+    grad_clip: float = attrs.field(default=1.0, validator=non_negative)
     # The discriminator's own clip and loss weight. LlamaGen (vq_train.py) clips it at
     # max_grad_norm 1.0 and multiplies its (already halved) hinge loss by disc_weight 0.5
     # (vq_loss.py); 0 disables the clip.
-    disc_grad_clip: float = attrs.field(default=1.0, validator=_non_negative)
-    disc_loss_weight: float = attrs.field(default=0.5, validator=_positive)
+    disc_grad_clip: float = attrs.field(default=1.0, validator=non_negative)
+    disc_loss_weight: float = attrs.field(default=0.5, validator=positive)
     # An EMA of the weights, saved beside them; evaluation reads the EMA weights when a
     # checkpoint has them (`eval --weights model` reads the trained ones) and records which.
     # LlamaGen and FQGAN train without EMA (their --ema is off by default) and evaluate the
@@ -72,18 +57,18 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True
     compile: bool = False
-    checkpoint_every: int = attrs.field(default=5_000, validator=_positive)
-    keep_checkpoints: int = attrs.field(default=2, validator=_positive)
+    checkpoint_every: int = attrs.field(default=5_000, validator=positive)
+    keep_checkpoints: int = attrs.field(default=2, validator=positive)
     # Per-step metrics are kept on the device and written every `flush_every` steps, so
     # logging costs one host-device sync per flush instead of one per step.
-    flush_every: int = attrs.field(default=50, validator=_positive)
+    flush_every: int = attrs.field(default=50, validator=positive)
     progress: bool = True
     num_workers: int = 0
     # CPU threads for this process; 0 leaves torch's default (one per core). On cores
     # shared with other jobs 1 is often fastest: idle OpenMP threads spin and stall.
     cpu_threads: int = 0
     # Codebook usage is reported over windows of this many steps.
-    usage_window: int = attrs.field(default=100, validator=_positive)
+    usage_window: int = attrs.field(default=100, validator=positive)
 
 
 @attrs.frozen(kw_only=True)
@@ -98,40 +83,40 @@ class GeneratorTrainConfig:
     """
 
     seed: int = 0
-    max_steps: int = attrs.field(default=10_000, validator=_positive)
+    max_steps: int = attrs.field(default=10_000, validator=positive)
     # Training length in passes over the token set; when set it replaces max_steps:
     # ceil(epochs * token count / batch_size) steps.
-    epochs: float | None = attrs.field(default=None, validator=_positive)
-    batch_size: int = attrs.field(default=256, validator=_positive)  # global, over all ranks
-    lr: float = attrs.field(default=1e-4, validator=_positive)
+    epochs: float | None = attrs.field(default=None, validator=positive)
+    batch_size: int = attrs.field(default=256, validator=positive)  # global, over all ranks
+    lr: float = attrs.field(default=1e-4, validator=positive)
     betas: tuple[float, ...] = attrs.field(default=(0.9, 0.95), validator=_check_betas)
-    weight_decay: float = attrs.field(default=0.05, validator=_non_negative)
-    grad_clip: float = attrs.field(default=1.0, validator=_non_negative)  # global norm; 0: off
+    weight_decay: float = attrs.field(default=0.05, validator=non_negative)
+    grad_clip: float = attrs.field(default=1.0, validator=non_negative)  # global norm; 0: off
     # Linear warmup from 0 over warmup_steps optimiser steps, or over warmup_epochs passes
     # over the token set when that is set (it replaces warmup_steps).
-    warmup_steps: int = attrs.field(default=0, validator=_non_negative)
-    warmup_epochs: float | None = attrs.field(default=None, validator=_positive)
+    warmup_steps: int = attrs.field(default=0, validator=non_negative)
+    warmup_epochs: float | None = attrs.field(default=None, validator=positive)
     # After warmup: "constant"; "cosine" (half cosine to the floor at the last step);
     # "constant-cosine" (hold lr until cosine_start_epoch / cosine_start_step, then cosine
     # to the floor at the last step, as xAR).
     lr_schedule: Literal["constant", "cosine", "constant-cosine"] = "constant"
-    cosine_start_steps: int = attrs.field(default=0, validator=_non_negative)
-    cosine_start_epoch: float | None = attrs.field(default=None, validator=_positive)
+    cosine_start_steps: int = attrs.field(default=0, validator=non_negative)
+    cosine_start_epoch: float | None = attrs.field(default=None, validator=positive)
     # The cosine floor: min_lr when set, else lr * min_lr_ratio.
-    min_lr_ratio: float = attrs.field(default=0.0, validator=_non_negative)
-    min_lr: float | None = attrs.field(default=None, validator=_non_negative_or_none)
+    min_lr_ratio: float = attrs.field(default=0.0, validator=non_negative)
+    min_lr: float | None = attrs.field(default=None, validator=non_negative)
     ema: bool = False
     ema_decay: float = attrs.field(default=0.9999, validator=_unit_interval)
     # min(decay, (1 + t) / (10 + t)) early on; xAR's EMA uses the plain decay from step 1.
     ema_warmup: bool = True
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = "auto"
-    checkpoint_every: int = attrs.field(default=1_000, validator=_positive)
-    keep_checkpoints: int = attrs.field(default=2, validator=_positive)
+    checkpoint_every: int = attrs.field(default=1_000, validator=positive)
+    keep_checkpoints: int = attrs.field(default=2, validator=positive)
     # Per-step scalars stay on the device and are written every flush_every steps.
-    flush_every: int = attrs.field(default=50, validator=_positive)
+    flush_every: int = attrs.field(default=50, validator=positive)
     # Class count; None: from the token manifest, else the largest label + 1.
-    num_classes: int | None = attrs.field(default=None, validator=_positive)
+    num_classes: int | None = attrs.field(default=None, validator=positive)
 
 
 @attrs.frozen(kw_only=True)
