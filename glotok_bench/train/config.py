@@ -53,7 +53,8 @@ class TrainConfig:
     ema_decay: float = attrs.field(default=0.9999, validator=_unit_interval)
     # Warm the EMA up as min(decay, (1 + t) / (10 + t)), so short runs have useful EMA weights.
     ema_warmup: bool = True
-    # "auto": bf16 autocast on CUDA, fp32 on CPU (CPU bf16 autocast is slower on most CPUs).
+    # "auto": bf16 autocast on a CUDA device with bf16 support, else fp32 (CPU bf16 autocast
+    # is slower on most CPUs; pre-Ampere GPUs have no bf16).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True
     compile: bool = False
