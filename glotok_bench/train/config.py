@@ -5,6 +5,7 @@ options). The loops that use them are ``train/trainer.py`` and ``generators/trai
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import attrs
@@ -21,6 +22,11 @@ def _unit_interval(_instance: object, attribute: attrs.Attribute, value: float) 
 def _check_betas(_instance: object, _attribute: attrs.Attribute, value: tuple[float, ...]) -> None:
     if len(value) != 2 or not all(0.0 <= b < 1.0 for b in value):
         raise ValueError(f"betas must be two numbers in [0, 1), got {value!r}")
+
+
+def _check_crop_scale(_instance: object, _attribute: attrs.Attribute, value: tuple) -> None:
+    if len(value) != 2 or not 1.0 <= value[0] <= value[1] or not math.isfinite(value[1]):
+        raise ValueError(f"crop_scale must be two numbers 1 <= low <= high, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -70,6 +76,15 @@ class TrainConfig:
     cpu_threads: int = 0
     # Codebook usage is reported over windows of this many steps.
     usage_window: int = attrs.field(default=100, validator=positive)
+    # Training-image augmentation (train/augment.py). "crop-flip" is the base code's
+    # (LlamaGen/FQGAN; the paper is silent): short side resized to a random crop_scale
+    # multiple of the resolution (256-320 px at 256), a random crop, a fresh flip every
+    # epoch, keyed on (seed, epoch, index). The presets (configs/glotok.toml and all that
+    # extend it) turn it on; the default "none" leaves data as the dataset yields it
+    # (centre crop, its fixed per-image flip), so code that builds a TrainConfig itself
+    # trains on exactly the images it passes.
+    augment: Literal["none", "crop-flip"] = "none"
+    crop_scale: tuple[float, float] = attrs.field(default=(1.0, 1.25), validator=_check_crop_scale)
 
 
 @attrs.frozen(kw_only=True)
