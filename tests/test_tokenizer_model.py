@@ -143,7 +143,9 @@ def test_usage_window_counts_codes_across_training_batches():
 
 def test_transformer_residual_head_starts_at_zero_and_learns():
     torch.manual_seed(3)
-    head = TransformerResidualHead(TransformerResidualHead.Config(width=16, heads=2), channels=4)
+    head = TransformerResidualHead(
+        TransformerResidualHead.Config(width=16, heads=2, gradient="straight-through"), channels=4
+    )
     zq = torch.randn(2, 4, 3, 3)
     assert torch.equal(head(zq), torch.zeros_like(zq))  # zero-initialised output projection
     target = torch.randn(2, 4, 3, 3)
@@ -159,7 +161,8 @@ def test_transformer_residual_head_starts_at_zero_and_learns():
 
 def test_residual_loss_is_eq10_and_stops_gradient_at_z():
     head = TransformerResidualHead(
-        TransformerResidualHead.Config(width=8, heads=2, loss="l1"), channels=2
+        TransformerResidualHead.Config(width=8, heads=2, loss="l1", gradient="straight-through"),
+        channels=2,
     )
     z = torch.randn(1, 2, 2, 2, requires_grad=True)
     zq = torch.randn(1, 2, 2, 2, requires_grad=True)

@@ -2,7 +2,9 @@
 
 L = w_R L_R + w_Q L_Q + w_P L_P + w_G L_G + lambda_res L_res + lambda_sem L_sem, where
 L_sem is whatever the semantic-supervision plugin returns (the histogram relation loss
-L_hist for GloTok). Terms are returned unweighted for logging, next to the weighted total.
+L_hist for GloTok). Terms are returned unweighted for logging, next to the weighted total,
+except the quantizer's optional regularizers (entropy, disentanglement), which carry
+their weights from the quantizer's config (as beta sits inside L_Q) and are logged so.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ def generator_loss(
         terms["perceptual"] = perceptual(rec, target).mean()
         nll = nll + config.perceptual_weight * terms["perceptual"]
     total = nll + config.quantizer_weight * terms["quant"] + config.residual_weight * terms["res"]
+    for name, weighted in output.regularizers.items():  # e.g. FQGAN's entropy, disentangle
+        terms[name] = weighted
+        total = total + weighted
     if fake_logits is not None:
         terms["gen"] = hinge_generator_loss(fake_logits.float())
         weight: float | torch.Tensor = config.adversarial_weight

@@ -8,7 +8,7 @@ channels back to the decoder's z channels, as LlamaGen's ``post_quant_conv`` doe
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,8 @@ class TokenizerOutput:
     residual_loss: torch.Tensor  # L_res (Eq. 10), summed over branches; 0 without heads
     stats: dict[str, torch.Tensor]  # per-codebook usage and perplexity of this batch
     encoding: Encoding
+    # The quantizer's extra terms, already weighted (QuantizerOutput.regularizers).
+    regularizers: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Tokenizer(nn.Module):
@@ -124,7 +126,9 @@ class Tokenizer(nn.Module):
         """{branch: [B, d, h, w]} -> [B, C, h, w] in the decoder's branch order."""
         return torch.cat([per_branch[name] for name in self.quantizer.branch_names], dim=1)
 
-    def _quantize(self, images: torch.Tensor) -> tuple[Encoding, torch.Tensor, torch.Tensor, dict]:
+    def _quantize(
+        self, images: torch.Tensor
+    ) -> tuple[Encoding, torch.Tensor, torch.Tensor, dict, dict]:
         out = self.quantizer(self.autoencoder.encode(images))
         branches: dict[str, BranchEncoding] = {}
         residual_losses = []
@@ -132,7 +136,9 @@ class Tokenizer(nn.Module):
             head = self.residual_heads[name]
             residual = head(branch.quantized)
             with_residual = branch.quantized if residual is None else branch.quantized + residual
-            residual_losses.append(head.loss(branch.continuous, branch.quantized, residual))
+            residual_losses.append(
+                head.loss(branch.continuous, branch.quantized, residual, code=branch.code)
+            )
             branches[name] = BranchEncoding(
                 branch.continuous, branch.quantized, residual, with_residual, branch.indices
             )
@@ -143,7 +149,8 @@ class Tokenizer(nn.Module):
             continuous=self.concat({n: b.continuous for n, b in branches.items()}),
             branches=branches,
         )
-        return encoding, out.loss, torch.stack(residual_losses).sum(), out.stats
+        residual_loss = torch.stack(residual_losses).sum()
+        return encoding, out.loss, residual_loss, out.stats, out.regularizers
 
     def encode(self, images: torch.Tensor) -> Encoding:
         """Images [B, 3, H, W] in [-1, 1] -> :class:`Encoding` (grid h = H / downsampling)."""
@@ -191,9 +198,11 @@ class Tokenizer(nn.Module):
 
     def forward(self, images: torch.Tensor) -> TokenizerOutput:
         """Images [B, 3, H, W] -> reconstruction, L_Q, L_res, usage stats and the encoding."""
-        encoding, quantizer_loss, res_loss, stats = self._quantize(images)
+        encoding, quantizer_loss, res_loss, stats, regularizers = self._quantize(images)
         reconstruction = self.decode(encoding.with_residual)
-        return TokenizerOutput(reconstruction, quantizer_loss, res_loss, stats, encoding)
+        return TokenizerOutput(
+            reconstruction, quantizer_loss, res_loss, stats, encoding, regularizers
+        )
 
     def decoder_last_layer(self) -> torch.Tensor:
         """The autoencoder's output-layer weight (the adaptive GAN weight is measured there)."""

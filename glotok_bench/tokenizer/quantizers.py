@@ -5,11 +5,16 @@ dimension: a 1x1 conv, or FQGAN's transformer head, see adapters.py) and a :clas
 ``dual`` has ``"semantic"`` then ``"visual"``, and their quantized features are
 concatenated in that order, cat([semantic, visual]), as GloTok Sec. 3.2 writes it.
 (FQGAN concatenates [visual, semantic]; its checkpoints need the halves swapped.)
+
+Besides L_Q (Eq. 1) a quantizer can return FQGAN's recipe terms, already weighted, in
+``QuantizerOutput.regularizers``: the codebook entropy loss (LlamaGen's
+``compute_entropy_loss``) per codebook and, for ``dual``, the branch disentanglement
+loss. GloTok's Eq. 13 has neither, so both weights default to 0.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import attrs
@@ -25,6 +30,35 @@ from glotok_bench.validators import positive
 # a 256 px batch against 16,384 codes does not allocate gigabytes at once.
 _MAX_DISTANCE_ENTRIES = 1 << 26
 
+CodebookInit = Literal["auto", "normalized", "uniform"]
+
+
+def _check_weight(owner: str, name: str, value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{owner}: {name} must be >= 0, got {value}")
+
+
+def entropy_loss(affinity: torch.Tensor, temperature: float) -> torch.Tensor:
+    """LlamaGen/FQGAN's codebook entropy loss of affinities [N, n] (higher = closer).
+
+    Mean per-sample entropy of softmax(affinity / T) minus the entropy of the batch-mean
+    assignment: low when each vector picks one code firmly and the batch spreads over
+    many codes. The 1e-5 terms are upstream's (the one inside log_softmax is a no-op).
+    """
+    logits = affinity.float() / temperature
+    probs = F.softmax(logits, dim=-1)
+    sample_entropy = -(probs * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+    mean_probs = probs.mean(0)
+    batch_entropy = -(mean_probs * torch.log(mean_probs + 1e-5)).sum()
+    return sample_entropy - batch_entropy
+
+
+def disentanglement_loss(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """FQGAN's branch disentanglement: mean squared cosine of two [B, d, h, w] code maps,
+    position by position (0 when every visual code is orthogonal to its semantic code)."""
+    cosine = F.cosine_similarity(first.float(), second.float(), dim=1)
+    return cosine.square().mean()
+
 
 @dataclass
 class QuantizedBranch:
@@ -33,6 +67,9 @@ class QuantizedBranch:
     continuous: torch.Tensor  # adapter output (l2-normalised for cosine codebooks): Z
     quantized: torch.Tensor  # nearest codes with a straight-through gradient: Z_hat
     indices: torch.Tensor  # LongTensor [B, h, w]
+    # The same values as ``quantized``, but the gradient goes to the codebook (as in
+    # L_Q's codebook term), not through the straight-through path to the encoder.
+    code: torch.Tensor | None = None
 
 
 @dataclass
@@ -40,6 +77,9 @@ class QuantizerOutput:
     branches: dict[str, QuantizedBranch]  # in decoder-concatenation order
     loss: torch.Tensor  # L_Q (Eq. 1), summed over branches
     stats: dict[str, torch.Tensor]  # "<branch>/usage", "<branch>/perplexity" (this batch)
+    # Extra objective terms by name, each already multiplied by its configured weight
+    # (only those with a weight > 0): "entropy" (summed over codebooks), "disentangle".
+    regularizers: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Codebook(nn.Module):
@@ -48,13 +88,34 @@ class Codebook(nn.Module):
     ``distance="cosine"`` l2-normalises features and codes before matching and uses the
     normalised vectors as the quantized output (LlamaGen/FQGAN style); the stored weight
     stays un-normalised.
+
+    ``init``: rows drawn from uniform(+-1/n), then l2-normalised (``"normalized"``,
+    LlamaGen's and FQGAN's ``codebook_l2_norm`` init) or left at length ~1/n
+    (``"uniform"``, taming's VQGAN). ``"auto"`` normalises exactly when matching is
+    cosine, as upstream ties both to one flag. Why it matters for cosine codebooks:
+    rows of length ~4e-4 turn by tens of degrees in Adam's first step, so the
+    codebook is reshaped (by L_hist, say) before the encoder's features mean anything.
     """
 
-    def __init__(self, size: int, dim: int, distance: Literal["euclidean", "cosine"], beta: float):
+    def __init__(
+        self,
+        size: int,
+        dim: int,
+        distance: Literal["euclidean", "cosine"],
+        beta: float,
+        *,
+        init: CodebookInit = "auto",
+        entropy_weight: float = 0.0,
+        entropy_temperature: float = 0.01,
+    ):
         super().__init__()
         self.size, self.dim, self.distance, self.beta = size, dim, distance, beta
+        self.entropy_weight, self.entropy_temperature = entropy_weight, entropy_temperature
         self.embedding = nn.Embedding(size, dim)
         nn.init.uniform_(self.embedding.weight, -1.0 / size, 1.0 / size)
+        if init == "normalized" or (init == "auto" and distance == "cosine"):
+            with torch.no_grad():
+                self.embedding.weight.copy_(F.normalize(self.embedding.weight, dim=-1))
         # Codes hit since the last usage report (training only). Saved with the weights so
         # a resumed run reports the same usage windows as an uninterrupted one.
         self.register_buffer("hits", torch.zeros(size, dtype=torch.long))
@@ -93,14 +154,32 @@ class Codebook(nn.Module):
                 flat = F.normalize(flat, dim=-1)
             codes = self.codes()
             indices = self.nearest(flat.detach(), codes.detach())
-            zq = F.embedding(indices, codes)
+            code = F.embedding(indices, codes)
             # Eq. 1: ||sg[Z] - Z_hat||^2 + beta ||sg[Z_hat] - Z||^2
-            loss = F.mse_loss(zq, flat.detach()) + self.beta * F.mse_loss(zq.detach(), flat)
-            zq = flat + (zq - flat).detach()  # straight-through estimator
+            loss = F.mse_loss(code, flat.detach()) + self.beta * F.mse_loss(code.detach(), flat)
+            zq = flat + (code - flat).detach()  # straight-through estimator
         stats = self._stats(indices)
         to_map = lambda t: t.reshape(b, h, w, d).permute(0, 3, 1, 2)  # noqa: E731
-        branch = QuantizedBranch(to_map(flat), to_map(zq), indices.reshape(b, h, w))
+        branch = QuantizedBranch(
+            to_map(flat), to_map(zq), indices.reshape(b, h, w), code=to_map(code)
+        )
         return branch, loss, stats
+
+    def weighted_entropy_loss(self, continuous: torch.Tensor) -> torch.Tensor | None:
+        """entropy_weight x the entropy loss of this branch's Z [B, d, h, w], or None at 0.
+
+        The affinity is minus the squared distance to every code, as upstream (for unit
+        vectors that is 2 cos - 2); the gradient reaches both the encoder and the codes.
+        """
+        if self.entropy_weight == 0 or not self.training:  # a training objective only
+            return None
+        with torch.autocast(continuous.device.type, enabled=False):
+            flat = continuous.float().permute(0, 2, 3, 1).reshape(-1, self.dim)
+            codes = self.codes()
+            distance = (
+                flat.square().sum(1, keepdim=True) + codes.square().sum(1) - 2.0 * flat @ codes.T
+            )
+            return self.entropy_weight * entropy_loss(-distance, self.entropy_temperature)
 
     @torch.no_grad()
     def _stats(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -138,6 +217,10 @@ class BranchedQuantizer(nn.Module):
         code_dim: int,
         distance: Literal["euclidean", "cosine"],
         beta: float,
+        codebook_init: CodebookInit = "auto",
+        entropy_weight: float = 0.0,
+        entropy_temperature: float = 0.01,
+        disentangle_weight: float = 0.0,
         adapter: AdapterConfig = AdapterConfig(),
     ):
         super().__init__()
@@ -147,8 +230,14 @@ class BranchedQuantizer(nn.Module):
         for branch, size in branches.items():
             if size < 2:
                 raise ConfigError(f"{name}: codebook {branch!r} needs at least 2 codes, got {size}")
-        if beta < 0:
-            raise ConfigError(f"{name}: beta must be >= 0, got {beta}")
+        _check_weight(name, "beta", beta)
+        _check_weight(name, "entropy_weight", entropy_weight)
+        _check_weight(name, "disentangle_weight", disentangle_weight)
+        if not entropy_temperature > 0:
+            raise ConfigError(f"{name}: entropy_temperature must be > 0, got {entropy_temperature}")
+        if disentangle_weight > 0 and len(branches) != 2:
+            raise ConfigError(f"{name}: disentangle_weight needs exactly two codebooks")
+        self.disentangle_weight = disentangle_weight
         self.code_dims = {branch: code_dim for branch in branches}
         self.codebook_sizes = dict(branches)
         self.out_channels = code_dim * len(branches)
@@ -156,7 +245,18 @@ class BranchedQuantizer(nn.Module):
             {b: build_adapter(adapter, in_channels=in_channels, code_dim=code_dim) for b in branches}
         )
         self.codebooks = nn.ModuleDict(
-            {b: Codebook(size, code_dim, distance, beta) for b, size in branches.items()}
+            {
+                b: Codebook(
+                    size,
+                    code_dim,
+                    distance,
+                    beta,
+                    init=codebook_init,
+                    entropy_weight=entropy_weight,
+                    entropy_temperature=entropy_temperature,
+                )
+                for b, size in branches.items()
+            }
         )
 
     @property
@@ -167,13 +267,27 @@ class BranchedQuantizer(nn.Module):
         """Encoder features [B, in_channels, h, w] -> per-branch codes and L_Q."""
         branches: dict[str, QuantizedBranch] = {}
         stats: dict[str, torch.Tensor] = {}
-        losses = []
+        losses, entropies = [], []
         for name in self.codebook_sizes:  # one or two branches
-            branch, loss, branch_stats = self.codebooks[name](self.adapters[name](features))
+            codebook = self.codebooks[name]
+            branch, loss, branch_stats = codebook(self.adapters[name](features))
             branches[name] = branch
             losses.append(loss)
+            entropy = codebook.weighted_entropy_loss(branch.continuous)
+            if entropy is not None:
+                entropies.append(entropy)
             stats.update({f"{name}/{key}": value for key, value in branch_stats.items()})
-        return QuantizerOutput(branches, torch.stack(losses).sum(), stats)
+        regularizers: dict[str, torch.Tensor] = {}
+        if entropies:
+            regularizers["entropy"] = torch.stack(entropies).sum()
+        if self.disentangle_weight > 0 and self.training:
+            # On the straight-through codes, as FQGAN: the values are the codes, the
+            # gradient goes to the encoder and adapters, not the codebooks.
+            first, second = (branch.quantized for branch in branches.values())
+            regularizers["disentangle"] = self.disentangle_weight * disentanglement_loss(
+                first, second
+            )
+        return QuantizerOutput(branches, torch.stack(losses).sum(), stats, regularizers)
 
     def lookup(self, indices: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{branch: LongTensor [B, h, w]} -> {branch: codes [B, d, h, w]} (no residual)."""
@@ -203,6 +317,11 @@ class VectorQuantizer(BranchedQuantizer):
         code_dim: int = attrs.field(default=8, validator=positive)
         distance: Literal["euclidean", "cosine"] = "cosine"
         beta: float = 0.25  # commitment weight of Eq. 1
+        # "auto": l2-normalised rows for cosine codebooks, as LlamaGen (see Codebook).
+        codebook_init: CodebookInit = "auto"
+        # LlamaGen's entropy loss (its `entropy_loss_ratio`; 0 in its VQ-16 recipe).
+        entropy_weight: float = 0.0
+        entropy_temperature: float = 0.01
         adapter: AdapterConfig = AdapterConfig()  # conv1x1, or FQGAN's per-branch transformer
 
         # glotok_bench.interfaces.QuantizerConfig: read by run labels and supervision.
@@ -219,6 +338,9 @@ class VectorQuantizer(BranchedQuantizer):
             code_dim=config.code_dim,
             distance=config.distance,
             beta=config.beta,
+            codebook_init=config.codebook_init,
+            entropy_weight=config.entropy_weight,
+            entropy_temperature=config.entropy_temperature,
             adapter=config.adapter,
         )
         self.config = config
@@ -237,6 +359,13 @@ class DualQuantizer(BranchedQuantizer):
         code_dim: int = attrs.field(default=8, validator=positive)
         distance: Literal["euclidean", "cosine"] = "cosine"
         beta: float = 0.25
+        # "auto": l2-normalised rows for cosine codebooks, as LlamaGen/FQGAN (see Codebook).
+        codebook_init: CodebookInit = "auto"
+        # FQGAN's recipe terms (fqgan-local presets: 0.03 and 0.1). GloTok's objective,
+        # Eq. 13, has neither, so its presets keep both at 0.
+        entropy_weight: float = 0.0  # per codebook, FQGAN's entropy_loss_ratio
+        entropy_temperature: float = 0.01
+        disentangle_weight: float = 0.0  # FQGAN's disentanglement_ratio
         adapter: AdapterConfig = AdapterConfig()  # conv1x1, or FQGAN's per-branch transformer
 
         # glotok_bench.interfaces.QuantizerConfig: read by run labels and supervision.
@@ -253,6 +382,10 @@ class DualQuantizer(BranchedQuantizer):
             code_dim=config.code_dim,
             distance=config.distance,
             beta=config.beta,
+            codebook_init=config.codebook_init,
+            entropy_weight=config.entropy_weight,
+            entropy_temperature=config.entropy_temperature,
+            disentangle_weight=config.disentangle_weight,
             adapter=config.adapter,
         )
         self.config = config

@@ -17,14 +17,17 @@ from torch import nn
 from glotok_bench.errors import ConfigError
 
 
+ResidualGradient = Literal["code", "straight-through", "head"]
+
+
 def residual_loss(
     continuous: torch.Tensor, quantized: torch.Tensor, residual: torch.Tensor, norm: str
 ) -> torch.Tensor:
     """Eq. 10 for one branch: || sg[Z] - Z_hat - Z_res ||, averaged over elements.
 
     The paper writes the norm without a square; ``"mse"`` (squared, the default, the same
-    scale as L_Q) and ``"l1"`` are offered. Gradients reach Z_hat (and through the
-    straight-through estimator the encoder) as in the paper; Z is stopped.
+    scale as L_Q) and ``"l1"`` are offered. Z is stopped; whatever ``quantized`` and
+    ``residual`` carry gradients to is trained (see :class:`TransformerResidualHead`).
     """
     error = continuous.detach() - quantized - residual
     return error.abs().mean() if norm == "l1" else error.square().mean()
@@ -53,6 +56,19 @@ class TransformerResidualHead(nn.Module):
     Code vectors (d = 8) are too narrow for attention, so tokens are projected to
     ``width`` and back; the output projection starts at zero, so training starts from
     Z_hat + 0 and the head only adds what it learns. Context: ``channels`` (= d).
+
+    ``gradient`` says what L_res (Eq. 10, sg on Z only) trains; the paper does not say
+    which Z_hat it means. The decoder's path is the same in every case.
+
+    - ``"code"`` (default): Z_hat is the code itself, as in L_Q's codebook term
+      ||sg[Z] - Z_hat||^2 (Eq. 1): L_res trains the head and the codebook, and the
+      head sees the code. At head init this is L_Q's codebook term again.
+    - ``"straight-through"``: Z_hat is the straight-through output, so L_res also
+      trains the encoder, with a gradient -(Z - Z_hat) opposing the commitment term
+      beta (Z - Z_hat): at head init (Z_res = 0) their cosine is -1 and, at
+      lambda_res 0.5 and beta 0.25, L_res's is twice as large, pushing Z away from
+      its code. (This module's behaviour before the option existed.)
+    - ``"head"``: Z_hat is stopped too; L_res trains the head only.
     """
 
     @attrs.frozen(kw_only=True)
@@ -62,6 +78,7 @@ class TransformerResidualHead(nn.Module):
         mlp_ratio: float = 4.0
         positional: bool = True
         loss: Literal["mse", "l1"] = "mse"
+        gradient: ResidualGradient = "code"
 
     def __init__(self, config: Config, *, channels: int):
         super().__init__()
@@ -106,8 +123,29 @@ class TransformerResidualHead(nn.Module):
         return out.reshape(b, h, w, d).permute(0, 3, 1, 2)
 
     def loss(
-        self, continuous: torch.Tensor, quantized: torch.Tensor, residual: torch.Tensor
+        self,
+        continuous: torch.Tensor,
+        quantized: torch.Tensor,
+        residual: torch.Tensor,
+        code: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """L_res of one branch. ``quantized`` is the straight-through Z_hat and
+        ``residual`` the head's output on it; ``code`` is Z_hat with its gradient to the
+        codebook (needed by ``gradient = "code"``). The other readings run the head again
+        on an input that carries the gradient they allow; the values are the same."""
+        mode = self.config.gradient
+        if not torch.is_grad_enabled():  # the value is the same in every reading
+            mode = "straight-through"
+        if mode == "code":
+            if code is None:
+                raise ValueError(
+                    "residual head gradient = 'code' needs the quantizer's raw codes "
+                    "(QuantizedBranch.code); this quantizer does not provide them"
+                )
+            quantized, residual = code, self(code)
+        elif mode == "head":
+            quantized = quantized.detach()
+            residual = self(quantized)
         return residual_loss(continuous, quantized, residual, self.loss_norm)
 
 
@@ -126,6 +164,10 @@ class NoResidualHead(nn.Module):
         return None
 
     def loss(
-        self, continuous: torch.Tensor, quantized: torch.Tensor, residual: None
+        self,
+        continuous: torch.Tensor,
+        quantized: torch.Tensor,
+        residual: None,
+        code: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return quantized.new_zeros(())
