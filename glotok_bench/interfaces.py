@@ -71,11 +71,13 @@ class Autoencoder(Protocol):
 
 class ResidualHead(Protocol):
     """Built as ``ResidualHead(config, channels=...)``: ``head(quantized)`` predicts
-    Z - Z_hat (or returns None: no residual) and ``loss(continuous, quantized, residual)``."""
+    Z - Z_hat (or returns None: no residual) and ``loss(continuous, quantized, residual,
+    code=...)`` is L_res; ``code`` is the branch's codes with their gradient to the
+    codebook (``QuantizedBranch.code``), for heads whose L_res trains the codebook."""
 
     def __call__(self, quantized: Any) -> Any: ...
 
-    def loss(self, continuous: Any, quantized: Any, residual: Any) -> Any: ...
+    def loss(self, continuous: Any, quantized: Any, residual: Any, code: Any = None) -> Any: ...
 
 
 # -- supervision and teachers -------------------------------------------------------------
