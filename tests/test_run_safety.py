@@ -475,3 +475,14 @@ def test_a_lock_kept_beside_a_folder_survives_the_folder_being_replaced(tmp_path
         with pytest.raises(RunLockedError, match="tokenize job"):
             RunLock(LocalLeaseStore(tokens, beside=True)).acquire()
     assert not lock.lost and not (tmp_path / f".tokens{LOCK_NAME}").exists()
+
+
+def test_a_folder_the_job_may_not_write_is_one_error_before_the_job_runs(tmp_path, monkeypatch):
+    def refused(self, lease):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self.path))
+
+    monkeypatch.setattr(LocalLeaseStore, "_write_temp", refused)  # as a chmod 555 folder does for non-root
+    ran = []
+    with pytest.raises(OutputError, match=r"cannot write .*\.glotok-lock\.json: Permission denied"):
+        record_job("eval", tmp_path / "run", Settings(), lambda: ran.append(1))
+    assert not ran
