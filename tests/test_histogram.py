@@ -283,3 +283,76 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(
         grads[1], grads[0], rtol=1e-3, atol=1e-3 * grads[0].abs().max().item()
     )
+
+
+# -- host syncs (issue 14.6): none per training step ----------------------------------------
+
+# Every way this code could read a device value back to the host, or copy host data to
+# the device, from Python.
+_HOST_READS = ("__bool__", "item", "tolist", "cpu", "numpy", "__float__", "__int__")
+
+
+@pytest.fixture()
+def host_transfers(monkeypatch):
+    """Counts Tensor->host reads and torch.tensor() host->device copies by name."""
+    counts: dict[str, int] = {}
+
+    def counting(name, original):
+        def wrapper(*args, **kwargs):
+            counts[name] = counts.get(name, 0) + 1
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    for name in _HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, counting(name, getattr(torch.Tensor, name)))
+    monkeypatch.setattr(torch, "tensor", counting("torch.tensor", torch.tensor))
+    return counts
+
+
+@pytest.mark.parametrize("method", ["streaming", "direct", "sampled"])
+def test_loss_step_with_a_checked_teacher_reads_nothing_back(host_transfers, method):
+    teacher = glotok_bench.relation_histogram(torch.randn(200, 8))
+    codes = torch.randn(300, 8, requires_grad=True)
+    host_transfers.clear()
+    loss = glotok_bench.histogram_relation_loss(
+        codes, teacher, method=method, tile=64, check_teacher=False
+    )
+    loss.backward()
+    assert host_transfers == {}
+
+
+def test_the_default_check_is_what_reads_back(host_transfers):
+    """The counter sees the per-call teacher check, so the test above can fail."""
+    teacher = glotok_bench.relation_histogram(torch.randn(200, 8))
+    host_transfers.clear()
+    glotok_bench.histogram_relation_loss(torch.randn(50, 8), teacher)
+    assert host_transfers.get("__bool__", 0) >= 1
+
+
+def test_supervision_checks_its_teacher_once(tmp_path, host_transfers):
+    from glotok_bench.supervision.histogram import HistogramSupervision
+
+    torch.save({"codebook": torch.randn(100, 16)}, tmp_path / "teacher.pt")
+    supervision = HistogramSupervision(
+        HistogramSupervision.Config(teacher_file=str(tmp_path / "teacher.pt"), tile=64),
+        semantic_dim=8,
+    )
+    codebook = torch.randn(300, 8, requires_grad=True)
+    host_transfers.clear()
+    for _ in range(2):
+        supervision.loss(codebook).backward()
+    assert host_transfers == {}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: sync debug mode needs one")
+def test_cuda_loss_step_does_not_synchronize():
+    teacher = glotok_bench.relation_histogram(torch.randn(500, 8, device="cuda"))
+    codes = torch.randn(3000, 8, device="cuda", requires_grad=True)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = glotok_bench.histogram_relation_loss(codes, teacher, tile=512, check_teacher=False)
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

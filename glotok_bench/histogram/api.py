@@ -78,6 +78,27 @@ def relation_histogram(
         return raw / torch.linalg.vector_norm(raw)
 
 
+def check_teacher_histogram(teacher_hist: torch.Tensor) -> torch.Tensor:
+    """``teacher_hist`` as a detached float32 histogram, or :class:`ConfigError` if it is
+    not 1-D over >= 2 bins, finite and non-negative.
+
+    The value checks wait for the device; a training loop calls this once on its fixed
+    teacher histogram and then passes ``check_teacher=False`` to the loss each step.
+    """
+    _check_teacher_shape(teacher_hist)
+    target = teacher_hist.detach().float()
+    if not torch.isfinite(target).all() or (target < 0).any():
+        raise ConfigError("teacher_hist must be finite and non-negative")
+    return target
+
+
+def _check_teacher_shape(teacher_hist: torch.Tensor) -> None:
+    if teacher_hist.dim() != 1 or teacher_hist.shape[0] < 2:
+        raise ConfigError(
+            f"teacher_hist must be a 1-D histogram over >= 2 bins, got shape {tuple(teacher_hist.shape)}"
+        )
+
+
 def histogram_relation_loss(
     codes: torch.Tensor,
     teacher_hist: torch.Tensor,
@@ -90,6 +111,7 @@ def histogram_relation_loss(
     tile: int | None = None,
     num_pairs: int = DEFAULT_SAMPLED_PAIRS,
     generator: torch.Generator | None = None,
+    check_teacher: bool = True,
 ) -> torch.Tensor:
     """``L_hist = KL(P_t || P_s)`` between a teacher histogram and the codebook's (Eq. 7).
 
@@ -102,19 +124,19 @@ def histogram_relation_loss(
             the number of bins, as ``torch.nn.functional.kl_div``'s default reduction
             would if Algorithm 1's ``KL(log P_s, P_t)`` was that call.
         eps: added to ``P_s`` inside the log.
+        check_teacher: check the teacher's values (:func:`check_teacher_histogram`);
+            that waits for the device, so per-step callers check once and pass False.
         Other arguments as in :func:`relation_histogram`.
 
     Returns:
         A float32 scalar, unweighted (the trainer applies ``lambda_hist``).
     """
     _check_choice("reduction", reduction, REDUCTIONS)
-    if teacher_hist.dim() != 1 or teacher_hist.shape[0] < 2:
-        raise ConfigError(
-            f"teacher_hist must be a 1-D histogram over >= 2 bins, got shape {tuple(teacher_hist.shape)}"
-        )
+    if check_teacher:
+        teacher_hist = check_teacher_histogram(teacher_hist)
+    else:
+        _check_teacher_shape(teacher_hist)
     target = teacher_hist.detach().float().to(codes.device)
-    if not torch.isfinite(target).all() or (target < 0).any():
-        raise ConfigError("teacher_hist must be finite and non-negative")
     student = relation_histogram(
         codes,
         bins=target.shape[0],

@@ -139,13 +139,14 @@ def _histogram_forward(
     hist = torch.zeros(copies * padded_bins, dtype=torch.float64, device=device)
     span = (copies - 1) * padded_bins + plan.bins
     values64 = spread = None
+    decay = _recurrence_decay(plan, device)
     for block in _tiles(unit_codes, tile):
         cell, frac = _grid_positions(block.rows, block.cols, centers, plan)
         if values64 is None or values64.shape != frac.shape:
             values64 = torch.empty_like(frac, dtype=torch.float64)
             spread = torch.arange(frac.shape[0], device=device) % copies * padded_bins
         index = cell + spread if copies > 1 else cell
-        for offset, values in _kernel_terms(frac, plan, block.weight):
+        for offset, values in _kernel_terms(frac, plan, block.weight, decay):
             start = offset - plan.window_low
             hist[start : start + span].scatter_add_(0, index, values64.copy_(values))
     hist = hist.view(copies, padded_bins).sum(0)
@@ -162,11 +163,12 @@ def _histogram_backward(
     slope = -2.0 * plan.alpha * plan.step
     centers = bin_centers(plan.bins, device=unit_codes.device)
     grad_codes = torch.zeros_like(unit_codes)
+    decay = _recurrence_decay(plan, unit_codes.device)
     for block in _tiles(unit_codes, tile):
         cell, frac = _grid_positions(block.rows, block.cols, centers, plan)
         weighted = torch.zeros_like(frac)  # sum_m G_{k+m} g_m
         weighted_offset = torch.zeros_like(frac)  # sum_m m G_{k+m} g_m
-        for offset, values in _kernel_terms(frac, plan, block.weight):
+        for offset, values in _kernel_terms(frac, plan, block.weight, decay):
             grad_at_bin = _bin_view(padded_grad, offset, plan).index_select(0, cell)
             weighted.addcmul_(grad_at_bin, values)
             if offset:
@@ -224,10 +226,21 @@ def _grid_positions(
     return cell, frac
 
 
+def _recurrence_decay(plan: KernelPlan, device: torch.device) -> torch.Tensor:
+    """``exp(-2 beta)`` as a 0-dim float32 tensor on ``device``, made once per pass.
+
+    A tensor, not a Python float: a float operand is re-wrapped into a tensor on every
+    call, which cost 7% of the loop. Filled on the device (``torch.full``), not copied
+    from the host (``torch.tensor``), whose copy would stall a GPU's queue once per tile.
+    """
+    return torch.full((), math.exp(-2.0 * plan.beta), dtype=torch.float32, device=device)
+
+
 def _kernel_terms(
-    frac: torch.Tensor, plan: KernelPlan, weight: torch.Tensor | None
+    frac: torch.Tensor, plan: KernelPlan, weight: torch.Tensor | None, decay: torch.Tensor
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """``(m, weight * exp(-beta (f - m)^2))`` for each offset ``m`` of the window.
+    """``(m, weight * exp(-beta (f - m)^2))`` for each offset ``m`` of the window;
+    ``decay`` is :func:`_recurrence_decay`'s tensor.
 
     The yielded tensor is reused for the next offset: consume it before advancing.
     """
@@ -239,9 +252,6 @@ def _kernel_terms(
     if weight is not None:
         peak.mul_(weight)
     yield 0, peak
-    # A tensor, not a Python float: a float operand is re-wrapped into a tensor on
-    # every call, which cost 7% of the loop.
-    decay = torch.tensor(math.exp(-2.0 * beta), dtype=frac.dtype, device=frac.device)
     for direction, last in ((1, plan.window_high), (-1, plan.window_low)):
         if last == 0:
             continue

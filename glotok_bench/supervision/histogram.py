@@ -20,6 +20,7 @@ from glotok_bench.errors import CheckpointError, ConfigError
 from glotok_bench.histogram.api import (
     DEFAULT_EPS,
     DEFAULT_SAMPLED_PAIRS,
+    check_teacher_histogram,
     histogram_relation_loss,
     relation_histogram,
 )
@@ -69,6 +70,8 @@ class HistogramSupervision(nn.Module):
         ).hexdigest()
         with torch.no_grad():
             hist = relation_histogram(teacher.to(device), **self._histogram_options())
+        # Checked here, once: the check waits for the device, and the loss runs every step.
+        hist = check_teacher_histogram(hist)
         # Not persistent: the histogram is derived from teacher_file, which the run
         # record names; a checkpoint must not silently carry an older teacher.
         self.register_buffer("teacher_hist", hist, persistent=False)
@@ -98,6 +101,7 @@ class HistogramSupervision(nn.Module):
             self.teacher_hist,
             reduction=self.config.reduction,
             eps=self.config.eps,
+            check_teacher=False,  # checked once in __init__
             **options,
         )
 
