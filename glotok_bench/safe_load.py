@@ -32,17 +32,33 @@ def torch_load_weights_only(path: str | Path, *, what: str = "checkpoint") -> An
         with torch.serialization.safe_globals(list(SAFE_DATA_CLASSES)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" not in str(exc).lower():
-            raise CheckpointError(f"{what} {path} is corrupt or truncated ({first_line(exc)})") from None
+        reason = _unpickler_reason(exc)
+        # The whole message: torch words a blocked GLOBAL without the "WeightsUnpickler
+        # error:" prefix that _unpickler_reason looks for (e.g. "whose module posix is blocked").
+        if not _needs_code(str(exc)):  # bad opcodes, short strings: damage, not code
+            raise CheckpointError(f"{what} {path} is corrupt or not a torch checkpoint ({reason})") from None
         raise CheckpointError(
             f"{what} {path} holds pickled Python objects beyond tensors and plain containers, "
-            f"which glotok-bench does not unpickle because that can run code ({first_line(exc)}). "
+            f"which glotok-bench does not unpickle because that can run code ({reason}). "
             "Re-save it as a plain state dict or .safetensors."
         ) from None
     except Exception as exc:  # noqa: BLE001 - zip, EOF, struct and OS errors all mean "unreadable"
         raise CheckpointError(
             f"{what} {path} is truncated or not a torch checkpoint ({type(exc).__name__}: {first_line(exc)})"
         ) from None
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """The restricted unpickler's own reason, without torch's paragraph about weights_only."""
+    text = str(exc)
+    _, marker, reason = text.partition("WeightsUnpickler error:")
+    return first_line(ValueError(reason)) if marker and reason.strip() else first_line(exc)
+
+
+def _needs_code(reason: str) -> bool:
+    # Only a reference to a class or function (GLOBAL) would need code; every other
+    # refusal of the restricted unpickler is a byte stream that is not a valid pickle.
+    return "GLOBAL" in reason or "allowlisted" in reason or "add_safe_globals" in reason
 
 
 def is_torchscript(path: str | Path) -> bool:
