@@ -84,7 +84,14 @@ def tiny_dinov2():
 
 def _local(tiny_dinov2, **overrides) -> LocalInfoNCESupervision:
     options = dict(
-        backbone="dinov2", model=tiny_dinov2, image_size=28, allow_random_init=True, hidden_dim=32
+        backbone="dinov2",
+        model=tiny_dinov2,
+        image_size=28,
+        allow_random_init=True,
+        hidden_dim=32,
+        depth=1,
+        heads=2,
+        grid_size=8,
     )
     options.update(overrides)
     return LocalInfoNCESupervision(LocalInfoNCESupervision.Config(**options), semantic_dim=4)
@@ -92,7 +99,9 @@ def _local(tiny_dinov2, **overrides) -> LocalInfoNCESupervision:
 
 def test_local_infonce_trains_its_head_against_a_frozen_teacher(tiny_dinov2):
     torch.manual_seed(0)
-    supervision = _local(tiny_dinov2)
+    # Random teachers' class tokens are alike: a sharper temperature than FQGAN's 1
+    # gives the test's six images something to tell apart.
+    supervision = _local(tiny_dinov2, temperature=0.1)
     # DINOv2 initialises LayerScale at 1e-5, so a random teacher gives every image the
     # same CLS token and nothing to contrast; open the residual branches.
     for block in supervision.teacher.model.blocks:
@@ -101,22 +110,23 @@ def test_local_infonce_trains_its_head_against_a_frozen_teacher(tiny_dinov2):
     images = torch.rand(6, 3, 16, 16) * 2 - 1
     features = torch.randn(6, 4, 8, 8)
     teacher_before = [p.clone() for p in supervision.teacher.parameters()]
-    optimizer = torch.optim.Adam(supervision.parameters(), lr=3e-2)
+    optimizer = torch.optim.Adam(supervision.parameters(), lr=3e-3)
     losses = []
-    for _ in range(15):
+    for _ in range(20):
         optimizer.zero_grad()
         loss = supervision.loss(None, features, images)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
-    # Only the head is trained and checkpointed; the teacher stays as loaded.
-    assert all(name.startswith("head.") for name in supervision.state_dict())
+    # Only the head (and its projection to the teacher's width) is trained and
+    # checkpointed; the teacher stays as loaded.
+    assert all(name.startswith(("head.", "project.")) for name in supervision.state_dict())
     assert all(
         torch.equal(a, b)
         for a, b in zip(teacher_before, supervision.teacher.parameters(), strict=True)
     )
-    assert supervision.describe()["teacher_embed_dim"] == 64
+    assert supervision.describe()["teacher_width"] == 64
 
 
 def test_local_infonce_gradient_reaches_the_quantized_features(tiny_dinov2):
@@ -178,3 +188,79 @@ def test_supervision_file_outside_the_cache_is_read_by_key(tmp_path):
         semantic_dim=8,
     )
     assert supervision.teacher_hist.sum().item() == pytest.approx(1.0, abs=1e-6)
+
+
+# -- local supervision is FQGAN's (issue 12.7) ------------------------------------------------
+
+from test_teachers import TINY_CLIP, clip_weights  # noqa: E402,F401  (fixture)
+
+
+def test_clip_target_is_the_class_token_before_ln_post_of_a_nearest_resized_input(clip_weights):
+    import torch.nn.functional as F
+
+    from glotok_bench.teachers.backbones import load_backbone
+
+    backbone = load_backbone("clip", TINY_CLIP, str(clip_weights), resize="nearest")
+    images = torch.rand(3, 3, 20, 20) * 2 - 1
+    visual = backbone.visual
+    # By hand: FQGAN's ScalingLayer ([-1, 1] -> [0, 1], nearest resize, OpenAI
+    # normalisation), then the tower up to its last block, class token, no ln_post.
+    resized = F.interpolate((images + 1) / 2, size=(56, 56), mode="nearest")
+    normalised = (resized - backbone.mean) / backbone.std
+    tokens = visual.transformer(visual._embeds(normalised))
+    torch.testing.assert_close(backbone.class_token(images), tokens[:, 0])
+    assert not torch.allclose(backbone.class_token(images), visual.ln_post(tokens)[:, 0])
+    assert backbone.width == 32
+
+
+def test_dinov2_target_is_the_class_token_before_the_final_norm(tiny_dinov2):
+    from glotok_bench.teachers.backbones import load_backbone
+
+    backbone = load_backbone("dinov2", tiny_dinov2, "", image_size=28, allow_random_init=True)
+    images = torch.rand(2, 3, 28, 28) * 2 - 1
+    model = backbone.model
+    x = model._pos_embed(model.patch_embed(backbone.prepare(images)))
+    for block in model.blocks:
+        x = block(x)
+    torch.testing.assert_close(backbone.class_token(images), x[:, 0])
+
+
+def test_infonce_is_fqgans_exp_cosine_form_at_temperature_one():
+    from glotok_bench.supervision.local_infonce import info_nce
+
+    torch.manual_seed(7)
+    prediction, target = torch.randn(5, 12), torch.randn(5, 12)
+    p = prediction / prediction.norm(dim=-1, keepdim=True)
+    t = target / target.norm(dim=-1, keepdim=True)
+    scores = (p @ t.T).exp()
+    fqgan = -(scores.diag() / scores.sum(1)).log().mean()
+    torch.testing.assert_close(info_nce(prediction, target, 1.0), fqgan)
+
+
+def test_fqgan_head_has_fqgans_size():
+    """Width 1024, three blocks, class token + 16x16 positions, MLP lift from d = 8."""
+    from glotok_bench.supervision.local_infonce import ClassTokenHead
+
+    with torch.device("meta"):
+        head = ClassTokenHead(8, width=1024, depth=3, heads=8, grid_size=16)
+    w = 1024
+    block = 2 * 2 * w + (3 * w * w + 3 * w) + (w * w + w) + (w * 4 * w + 4 * w) + (4 * w * w + w)
+    expected = (8 * w + w) + (w * w + w) + w + 257 * w + 2 * w + 3 * block + 2 * w
+    assert sum(p.numel() for p in head.parameters()) == expected
+
+
+def test_local_head_refuses_another_token_grid(tiny_dinov2):
+    supervision = _local(tiny_dinov2)  # grid_size 8
+    with pytest.raises(ConfigError, match="grid_size = 4"):
+        supervision.loss(None, torch.randn(2, 4, 4, 4), torch.zeros(2, 3, 16, 16))
+
+
+def test_local_supervision_defaults_are_fqgans():
+    config = LocalInfoNCESupervision.Config()
+    assert (config.backbone, config.model, config.resize) == ("clip", "ViT-L-14", "nearest")
+    assert (config.hidden_dim, config.depth, config.grid_size, config.temperature) == (
+        1024,
+        3,
+        16,
+        1.0,
+    )

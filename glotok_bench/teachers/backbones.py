@@ -29,25 +29,39 @@ class Backbone(nn.Module):
     """A frozen encoder with its input normalisation.
 
     ``patch_features(images, layer)``: ``[B, D, h, w]``; ``global_embedding(images)``:
-    ``[B, E]`` (DINOv2: final-norm CLS token; CLIP: the projected image embedding).
+    ``[B, E]`` (DINOv2: final-norm CLS token; CLIP: the projected image embedding);
+    ``class_token(images)``: ``[B, width]``, the last block's CLS token before the final
+    norm (what FQGAN's local supervision predicts: HF CLIP's ``hidden_states[-1][:, 0]``).
+
+    ``resize``: how ``prepare`` brings images to the encoder's size: ``"bicubic"``
+    (antialiased, as the encoders' own preprocessing) or ``"nearest"`` (FQGAN's
+    ``F.interpolate`` default).
     """
 
-    def __init__(self, image_size: int, mean: tuple[float, ...], std: tuple[float, ...]):
+    width: int  # token width of the transformer (class_token's size)
+
+    def __init__(
+        self,
+        image_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        resize: Literal["bicubic", "nearest"] = "bicubic",
+    ):
         super().__init__()
         self.image_size = image_size
+        self.resize = resize
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """[-1, 1] images of any size -> normalised ``[B, 3, S, S]`` for the encoder."""
         images = images.float()
-        if images.shape[-2:] != (self.image_size, self.image_size):
+        size = (self.image_size, self.image_size)
+        if images.shape[-2:] != size and self.resize == "nearest":
+            images = F.interpolate(images, size=size, mode="nearest")
+        elif images.shape[-2:] != size:
             images = F.interpolate(
-                images,
-                size=(self.image_size, self.image_size),
-                mode="bicubic",
-                align_corners=False,
-                antialias=True,
+                images, size=size, mode="bicubic", align_corners=False, antialias=True
             )
         return ((images + 1.0) / 2.0 - self.mean) / self.std
 
@@ -55,6 +69,9 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def global_embedding(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def class_token(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def train(self, mode: bool = True) -> Backbone:
@@ -65,12 +82,13 @@ class Backbone(nn.Module):
 class DinoV2Backbone(Backbone):
     """A timm DINOv2 ViT (e.g. ``vit_base_patch14_dinov2``)."""
 
-    def __init__(self, model: nn.Module, image_size: int, final_norm: bool):
+    def __init__(self, model: nn.Module, image_size: int, final_norm: bool, resize: str):
         cfg = model.pretrained_cfg
-        super().__init__(image_size, tuple(cfg["mean"]), tuple(cfg["std"]))
+        super().__init__(image_size, tuple(cfg["mean"]), tuple(cfg["std"]), resize)
         self.model = model
         self.final_norm = final_norm
         self.embed_dim = model.num_features
+        self.width = model.embed_dim
 
     @property
     def depth(self) -> int:
@@ -92,18 +110,32 @@ class DinoV2Backbone(Backbone):
         tokens = self.model.forward_features(self.prepare(images))
         return self.model.forward_head(tokens, pre_logits=True)
 
+    def class_token(self, images: torch.Tensor) -> torch.Tensor:
+        ((_, prefix),) = self.model.forward_intermediates(
+            self.prepare(images),
+            indices=[self.depth - 1],
+            norm=False,
+            return_prefix_tokens=True,
+            output_fmt="NLC",
+            intermediates_only=True,
+        )
+        return prefix[:, 0]
+
 
 class ClipBackbone(Backbone):
     """The image tower of an open_clip model (e.g. ``ViT-L-14``)."""
 
-    def __init__(self, visual: nn.Module, mean, std, final_norm: bool, project: bool):
+    def __init__(
+        self, visual: nn.Module, mean, std, final_norm: bool, project: bool, resize: str
+    ):
         image_size = visual.image_size
         image_size = image_size[0] if isinstance(image_size, tuple) else int(image_size)
-        super().__init__(image_size, tuple(mean), tuple(std))
+        super().__init__(image_size, tuple(mean), tuple(std), resize)
         self.visual = visual
         self.final_norm = final_norm
         self.project = project
         self.embed_dim = visual.output_dim
+        self.width = visual.transformer.width
 
     @property
     def depth(self) -> int:
@@ -130,6 +162,16 @@ class ClipBackbone(Backbone):
     def global_embedding(self, images: torch.Tensor) -> torch.Tensor:
         return self.visual(self.prepare(images))
 
+    def class_token(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.visual.forward_intermediates(
+            self.prepare(images),
+            indices=[self.depth - 1],
+            intermediates_only=True,
+            output_fmt="NLC",
+            output_extra_tokens=True,
+        )
+        return out["image_intermediates_prefix"][0][:, 0]
+
 
 def load_backbone(
     kind: BackboneKind,
@@ -142,11 +184,13 @@ def load_backbone(
     quick_gelu: bool = False,
     allow_random_init: bool = False,
     device: torch.device | str = "cpu",
+    resize: Literal["bicubic", "nearest"] = "bicubic",
 ) -> Backbone:
     """Create a frozen backbone and load its weights from ``weights_path``.
 
     ``image_size`` applies to DINOv2 (position embeddings are resampled); a CLIP model
     keeps its native size. ``quick_gelu`` must be on for OpenAI's CLIP weights.
+    ``resize``: see :class:`Backbone`.
     """
     if not weights_path and not allow_random_init:
         raise MissingWeightsError(
@@ -156,9 +200,9 @@ def load_backbone(
         )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if kind == "dinov2":
-        backbone: Backbone = _load_dinov2(model_name, weights_path, image_size, final_norm)
+        backbone: Backbone = _load_dinov2(model_name, weights_path, image_size, final_norm, resize)
     elif kind == "clip":
-        backbone = _load_clip(model_name, weights_path, final_norm, project, quick_gelu)
+        backbone = _load_clip(model_name, weights_path, final_norm, project, quick_gelu, resize)
     else:
         raise ConfigError(f"unknown backbone kind {kind!r}; expected 'dinov2' or 'clip'")
     backbone.requires_grad_(False)
@@ -181,7 +225,9 @@ def embedding_width(kind: BackboneKind, model_name: str) -> int:
         return int(timm.create_model(model_name, pretrained=False, num_classes=0).num_features)
 
 
-def _load_dinov2(model_name: str, weights_path: str, image_size: int, final_norm: bool) -> Backbone:
+def _load_dinov2(
+    model_name: str, weights_path: str, image_size: int, final_norm: bool, resize: str
+) -> Backbone:
     import timm
     from timm.models.vision_transformer import checkpoint_filter_fn
 
@@ -194,11 +240,16 @@ def _load_dinov2(model_name: str, weights_path: str, image_size: int, final_norm
         # Converts the original DINOv2 release layout and resamples position embeddings.
         state = checkpoint_filter_fn(state, model)
         _load_strict(model, state, weights_path, ignore_prefixes=("head.",))
-    return DinoV2Backbone(model, image_size, final_norm)
+    return DinoV2Backbone(model, image_size, final_norm, resize)
 
 
 def _load_clip(
-    model_name: str, weights_path: str, final_norm: bool, project: bool, quick_gelu: bool
+    model_name: str,
+    weights_path: str,
+    final_norm: bool,
+    project: bool,
+    quick_gelu: bool,
+    resize: str,
 ) -> Backbone:
     import open_clip
 
@@ -217,7 +268,9 @@ def _load_clip(
                 f"state dict. Keys present: {describe_keys(state)}"
             )
         _load_strict(visual, visual_state, weights_path)
-    return ClipBackbone(visual, preprocess["mean"], preprocess["std"], final_norm, project)
+    return ClipBackbone(
+        visual, preprocess["mean"], preprocess["std"], final_norm, project, resize
+    )
 
 
 def _load_strict(
