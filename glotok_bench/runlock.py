@@ -132,7 +132,8 @@ class LocalLeaseStore:
             return True
 
     def _write_temp(self, lease: Lease) -> Path:
-        tmp = self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex}.tmp")
+        # atomic.py's temp naming, so one left by a process killed right here is swept up.
+        tmp = self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex[:8]}.{os.getpid()}@{this_host()}.tmp")
         with open(tmp, "x", encoding="utf-8") as handle:
             handle.write(lease.to_json())
             handle.flush()

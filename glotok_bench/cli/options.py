@@ -23,7 +23,7 @@ def load_run_config(path: Path | None, overrides: tuple[str, ...]) -> Any:
 
     if path is not None:
         return load_config(RunConfig, path, overrides)
-    return structure(RunConfig, apply_overrides({}, overrides), source="--set overrides")
+    return structure(RunConfig, apply_overrides({}, overrides), source="--set overrides", overrides=overrides)
 
 
 def data_overrides(data: str | None, split: str | None) -> tuple[str, ...]:
