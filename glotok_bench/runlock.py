@@ -117,8 +117,21 @@ class LocalLeaseStore:
             return True
         except FileExistsError:
             return False
+        except OSError:  # a filesystem without hard links: a plain O_EXCL create
+            return self._create_exclusive(lease)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _create_exclusive(self, lease: Lease) -> bool:
+        # Briefly empty before it is written: read() then sees an unreadable lease, which
+        # counts as held until it would have expired, so nobody takes it meanwhile.
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(lease.to_json())
+        return True
 
     def swap(self, expected: Lease, new: Lease | None) -> bool:
         with self._guard():

@@ -486,3 +486,13 @@ def test_a_folder_the_job_may_not_write_is_one_error_before_the_job_runs(tmp_pat
     with pytest.raises(OutputError, match=r"cannot write .*\.glotok-lock\.json: Permission denied"):
         record_job("eval", tmp_path / "run", Settings(), lambda: ran.append(1))
     assert not ran
+
+
+def test_where_hard_links_fail_the_lease_is_created_exclusively(tmp_path, monkeypatch):
+    def no_links(*_):
+        raise OSError(errno.EPERM, "links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    store = LocalLeaseStore(tmp_path)
+    assert store.create(_lease(token="a")) and not store.create(_lease(token="b"))
+    assert store.read().token == "a"
