@@ -168,9 +168,9 @@ def test_trainer_runs_each_supervision_on_the_same_tokenizer(
         registry=standalone_registry(),
         supervision=supervision,
     )
-    assert result["supervision"]["name"] == kind
-    assert torch.isfinite(torch.as_tensor(result["losses"]["semantic"]))
-    checkpoint = torch.load(result["checkpoint"], weights_only=True)
+    assert result.supervision["name"] == kind
+    assert torch.isfinite(torch.as_tensor(result.losses["semantic"]))
+    checkpoint = torch.load(result.checkpoint, weights_only=True)
     saved = (
         checkpoint["training"]["supervision"]
         if "training" in checkpoint
