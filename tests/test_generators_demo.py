@@ -54,11 +54,11 @@ def test_demo_tokens_train_and_decode_through_the_tokenizer(demo_root, tmp_path)
             result = train_generator(
                 config, tmp_path / "tokens", tmp_path / name, registry=registry
             )
-        assert np.isfinite(result["loss_last"])
+        assert np.isfinite(result.loss_last)
         # The tokenizer is found through the token manifest (path + sha256) and decodes.
         options = {"steps_first": 2, "steps_last": 2} if name == "xar-tiny" else {}
         out = generate_to_dir(
-            result["checkpoint"], tmp_path / name / "samples", per_class=1, cfg_scale=1.5,
+            result.checkpoint, tmp_path / name / "samples", per_class=1, cfg_scale=1.5,
             device="cpu", registry=registry, batch_size=14, **options,
         )  # fmt: skip
         with np.load(out["npz"]) as samples:
