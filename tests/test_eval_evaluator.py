@@ -322,3 +322,37 @@ def test_metric_plugins_run_from_the_eval_config_and_typos_fail_at_load(tmp_path
                                       for i in range(0, len(data.images), 16)]).mean())
     assert result.metrics["mean_intensity"]["value"] == pytest.approx(expected, rel=1e-9)
     assert "psnr" in result.metrics
+
+
+class DefaultMeanIntensity(MeanIntensity):
+    """The same metric, declared to run in every evaluation."""
+
+    runs_by_default = True
+
+    def write_artifacts(self, out_dir):
+        path = Path(out_dir) / "mean_intensity.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{self.total / self.count}\n")
+        return {"mean_intensity_txt": str(path)}
+
+
+def test_a_default_metric_plugin_runs_unnamed_writes_its_files_and_can_be_switched_off(tmp_path):
+    from glotok_bench.config import structure
+    from glotok_bench.hookspecs import hookimpl
+    from glotok_bench.registry import Component, build_registry, using_registry
+
+    class Plugin:
+        @hookimpl
+        def glotok_metrics(self):
+            return [Component("mean-intensity-default", f"{__name__}:DefaultMeanIntensity")]
+
+    quiet = {"fid": False, "inception_score": False, "lpips": False, "uniformity": False,
+             "fig4": False, "sample_images": 0, "progress": False}
+    with using_registry(build_registry(extra_plugins={"test-default-metric": Plugin()})):
+        result = run_evaluation(FakeTokenizer(), PhotoCrops(), structure(EvalOptions, quiet), batch_size=16,
+                                out_dir=tmp_path)
+        off = structure(EvalOptions, {**quiet, "extra_metrics": {"mean-intensity-default": False}})
+        without = run_evaluation(FakeTokenizer(), PhotoCrops(), off, batch_size=16)
+    assert result.metrics["mean_intensity"]["value"] > -1
+    assert Path(result.info["artifacts"]["mean_intensity_txt"]).is_file()
+    assert "mean_intensity" not in without.metrics and "psnr" in without.metrics
