@@ -269,11 +269,11 @@ def _tokenizer_of(context: Any) -> str:
     return _checkpoint_of(context, "train")
 
 
-def eval_step(context: Any) -> dict[str, Any]:
+def eval_cell_stage(context: Any) -> dict[str, Any]:
     return evaluate_tokenizer_checkpoint(context.config, _tokenizer_of(context), context.run_dir / EVAL_DIR)
 
 
-def tokenize_step(context: Any) -> dict[str, Any]:
+def tokenize_cell_stage(context: Any) -> dict[str, Any]:
     return tokenize(context.config, _tokenizer_of(context), context.run_dir / TOKENS_DIR)
 
 
