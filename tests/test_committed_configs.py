@@ -51,3 +51,13 @@ def test_the_grid_spec_docstring_example_is_a_valid_grid(tmp_path):
     cells = expand(load_grid(tmp_path / "example.toml"), RunConfig, tmp_path / "runs")
     assert len(cells) == 4
     assert {cell.config["loss"]["semantic_weight"] for cell in cells} == {0.0, 0.01}
+
+
+def test_every_grid_step_names_an_existing_pipeline_stage():
+    from glotok_bench.grid.cells import STEP_TARGETS
+    from glotok_bench.registry import Component
+
+    for step, target in STEP_TARGETS.items():
+        assert callable(Component(step, target).load()), target
+    used = {step for path in GRIDS for step in load_grid(path).steps}
+    assert used <= set(STEP_TARGETS)
