@@ -212,8 +212,8 @@ def _run_step(
     if cell.workers > 1 and name in DATA_PARALLEL_STEPS:
         from glotok_bench.grid.parallel import run_data_parallel
 
-        stored_previous = swap_prefix(previous, str(work), cell.location)
-        output = run_data_parallel(cell, config_class, name, steps, stored_previous)
-        sync.refresh_from_store()  # rank 0 published the checkpoints the next steps read
-        return swap_prefix(output, cell.location, str(work))
+        run_data_parallel(cell, config_class, name, steps, swap_prefix(previous, str(work), cell.location))
+        sync.refresh_from_store()  # rank 0 published its output and the checkpoints later steps read
+        marker = work / "steps" / f"{name}.json"
+        return swap_prefix(json.loads(marker.read_text(encoding="utf-8")), cell.location, str(work))
     return resolve_step(name, steps)(StepContext(cell, config, work, dict(previous)))

@@ -78,6 +78,8 @@ class Cell:
     location: str  # the cell's folder in the store: an absolute path or a URI (s3://...)
     config: dict[str, Any]  # the resolved config as plain data
     workers: int = 1  # data-parallel training processes (Ray Train workers)
+    cpus: float = 1.0  # per worker
+    gpus: float = 0.0  # per worker
 
     @property
     def run_dir(self) -> Path:
@@ -88,7 +90,9 @@ class Cell:
 
 
 def load_grid(path: str | Path) -> GridSpec:
-    path = Path(path).resolve()
+    from glotok_bench.presets import find_preset
+
+    path = find_preset(path).resolve()
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -180,6 +184,8 @@ def expand(spec: GridSpec, config_class: type, runs_root: str | Path) -> list[Ce
                 location=grid_store.child(cell_id).location,
                 config=plain,
                 workers=spec.workers,
+                cpus=spec.cpus,
+                gpus=spec.gpus,
             )
         )
     ids = [c.cell_id for c in cells]
