@@ -225,14 +225,14 @@ def tokenizer_config_from_dict(
     registry = registry or get_registry()
     data = dict(data)
     kwargs: dict[str, Any] = {}
-    for field, kind in COMPONENT_FIELDS:
-        if field not in data:
+    for key, kind in COMPONENT_FIELDS:
+        if key not in data:
             continue
-        options = dict(data.pop(field))
+        options = dict(data.pop(key))
         name = options.pop("name")
         config_cls = registry.config_class(kind, name)
-        kwargs[field] = ComponentChoice(
-            name, structure(config_cls, options, source=f"tokenizer.{field}")
+        kwargs[key] = ComponentChoice(
+            name, structure(config_cls, options, source=f"tokenizer.{key}")
         )
     unknown = set(data) - {"resolution"}
     if unknown:
