@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from test_teachers import TINY_DINOV2, _register_tiny_dinov2
+from test_teachers import TINY_CLIP, TINY_DINOV2, _register_tiny_dinov2, clip_weights  # noqa: F401
 
 import glotok_bench
 from glotok_bench.errors import ConfigError, MissingWeightsError
@@ -192,15 +192,13 @@ def test_supervision_file_outside_the_cache_is_read_by_key(tmp_path):
 
 # -- local supervision is FQGAN's (issue 12.7) ------------------------------------------------
 
-from test_teachers import TINY_CLIP, clip_weights  # noqa: E402,F401  (fixture)
-
-
-def test_clip_target_is_the_class_token_before_ln_post_of_a_nearest_resized_input(clip_weights):
+def test_clip_target_is_the_class_token_before_ln_post_of_a_nearest_resized_input(request):
     import torch.nn.functional as F
 
     from glotok_bench.teachers.backbones import load_backbone
 
-    backbone = load_backbone("clip", TINY_CLIP, str(clip_weights), resize="nearest")
+    weights = request.getfixturevalue("clip_weights")
+    backbone = load_backbone("clip", TINY_CLIP, str(weights), resize="nearest")
     images = torch.rand(3, 3, 20, 20) * 2 - 1
     visual = backbone.visual
     # By hand: FQGAN's ScalingLayer ([-1, 1] -> [0, 1], nearest resize, OpenAI

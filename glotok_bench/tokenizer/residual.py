@@ -16,7 +16,6 @@ from torch import nn
 
 from glotok_bench.errors import ConfigError
 
-
 ResidualGradient = Literal["code", "straight-through", "head"]
 
 
