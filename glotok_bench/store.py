@@ -14,8 +14,10 @@ a file, whichever the backend.
 from __future__ import annotations
 
 import atexit
+import functools
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import attrs
@@ -60,10 +62,7 @@ class Store:
 
         if self.is_local:
             return pyarrow.fs.LocalFileSystem(), self.location
-        try:
-            return pyarrow.fs.FileSystem.from_uri(self.location)
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad URI
-            raise StoreError(f"cannot open store {self.location}: {exc}") from None
+        return _remote_filesystem(self.location)
 
     def _path(self, name: str = "") -> tuple[object, str]:
         filesystem, root = self._fs()
@@ -101,8 +100,7 @@ class Store:
             atomic_write_bytes(Path(self.location, name), data)
             return self.uri(name)
         filesystem, path = self._path(name)
-        with filesystem.open_output_stream(path) as stream:
-            stream.write(data)
+        _with_parents(filesystem, path, lambda: _write_stream(filesystem, path, data))
         return self.uri(name)
 
     def write_text(self, name: str, text: str) -> str:
@@ -147,7 +145,8 @@ class Store:
         import pyarrow.fs
 
         filesystem, path = self._path(name)
-        pyarrow.fs.copy_files(str(source), path, destination_filesystem=filesystem)
+        _with_parents(filesystem, path,
+                      lambda: pyarrow.fs.copy_files(str(source), path, destination_filesystem=filesystem))
 
     def download_file(self, name: str, target: Path) -> None:
         from glotok_bench.atomic import atomic_path
@@ -175,6 +174,33 @@ class Store:
             self.download_file(name, Path(target, relative))
             copied.append(relative)
         return copied
+
+
+@functools.lru_cache(maxsize=256)
+def _remote_filesystem(location: str) -> tuple[object, str]:
+    """One filesystem object per location and process: opening one can cost a round trip
+    (S3 looks up the bucket's region), and an in-memory one keeps its files."""
+    import pyarrow.fs
+
+    try:
+        return pyarrow.fs.FileSystem.from_uri(location)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad URI
+        raise StoreError(f"cannot open store {location}: {exc}") from None
+
+
+def _write_stream(filesystem: object, path: str, data: bytes) -> None:
+    with filesystem.open_output_stream(path) as stream:
+        stream.write(data)
+
+
+def _with_parents(filesystem: object, path: str, write: Callable[[], None]) -> None:
+    """Object stores need no folders; hierarchical ones (GCS emulation, HDFS, in-memory)
+    do. Make them only when a write says so, which costs object stores nothing."""
+    try:
+        write()
+    except FileNotFoundError:
+        filesystem.create_dir(str(PurePosixPath(path).parent), recursive=True)
+        write()
 
 
 def open_store(location: str | Path | Store) -> Store:

@@ -11,7 +11,6 @@ import pytest
 from glotok_bench.errors import ConfigError
 from glotok_bench.grid.runner import run_grid
 from glotok_bench.grid.spec import expand, load_grid
-from glotok_bench.records import read_record
 
 
 @attrs.frozen(kw_only=True)
