@@ -4,7 +4,6 @@ stands in for an object store (the S3 path runs in test_grid_cluster.py)."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from glotok_bench.grid.publish import CellSync, workspace
