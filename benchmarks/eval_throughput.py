@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "eval_throughput.csv"
 COLUMNS = (
     "timestamp", "device", "torch", "extractor", "tokenizer", "resolution", "images", "batch_size",
     "images_per_s", "wall_s", "tokenizer_s", "fid_s", "inception_score_s", "psnr_s", "ssim_s",
-    "usage_s", "lpips_s", "peak_memory_mb", "peak_memory_scope", "threads",
+    "usage_s", "lpips_s", "peak_memory_mb", "peak_memory_scope", "threads", "load_avg_1m", "note",
 )  # fmt: skip
 
 
@@ -155,6 +156,8 @@ def measure(args: argparse.Namespace) -> dict:
         "peak_memory_mb": round(info["peak_memory_bytes"] / 2**20, 1),
         "peak_memory_scope": info["peak_memory_scope"],
         "threads": info["device"]["threads"],
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "note": args.note,
     }
 
 
@@ -179,6 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--lpips", action="store_true", help="include LPIPS (its weights must resolve)"
     )
+    parser.add_argument(
+        "--note", default="", help="said in the row, e.g. 'random-init Inception weights (timing only)'"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"skipping inception: {exc}", file=sys.stderr)
                 continue
         child_args = ["--extractor", extractor]
-        for flag in ("images", "resolution", "batch_size", "tokenizer", "device", "inception"):
+        for flag in ("images", "resolution", "batch_size", "tokenizer", "device", "inception", "note"):
             value = getattr(args, flag)
             if value is not None:
                 child_args += [f"--{flag.replace('_', '-')}", str(value)]

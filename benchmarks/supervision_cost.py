@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "supervision_cost.csv"
 COLUMNS = [
     "timestamp", "supervision", "preset", "semantic_size", "resolution", "batch_size",
-    "teacher", "teacher_model", "teacher_k", "device", "device_name", "precision", "threads",
+    "teacher", "teacher_model", "teacher_image_size", "head_width", "teacher_k", "device", "device_name", "precision", "threads",
     "steps", "step_ms", "supervision_ms", "images_per_s", "setup_s", "peak_memory_mb",
     "peak_memory_kind", "trainable_parameters", "load_avg_1m", "torch", "git_commit",
 ]  # fmt: skip
@@ -49,7 +49,7 @@ def _peak_rss() -> int:
     return int(match.group(1)) * 1024
 
 
-def _supervision(args: argparse.Namespace, semantic_dim: int, device, folder: Path):
+def _supervision(args: argparse.Namespace, semantic_dim: int, grid: int, device, folder: Path):
     """The supervision under test, built as a run would build it."""
     import torch
     from safetensors.torch import save_file
@@ -60,8 +60,12 @@ def _supervision(args: argparse.Namespace, semantic_dim: int, device, folder: Pa
     from glotok_bench.teachers.backbones import embedding_width
 
     teacher_options = dict(backbone=args.teacher, model=args.teacher_model, allow_random_init=True)
+    if args.teacher_image_size:  # DINOv2's input size (CLIP keeps its own)
+        teacher_options["image_size"] = args.teacher_image_size
     if args.supervision == "local-infonce":
-        config = LocalInfoNCESupervision.Config(**teacher_options)
+        # The head is sized like the grids' (grids/cpu/evidence/local.toml) and sees this tokenizer's grid.
+        head = {"hidden_dim": args.head_width} if args.head_width else {}
+        config = LocalInfoNCESupervision.Config(**teacher_options, **head, grid_size=grid)
         return LocalInfoNCESupervision(config, semantic_dim=semantic_dim, device=device)
     if args.supervision == "histogram":
         # A teacher codebook of the same encoder's embedding width.
@@ -96,9 +100,10 @@ def measure(args: argparse.Namespace) -> dict:
         )
         tokenizer = attrs.evolve(tokenizer, quantizer=quantizer)
     semantic_dim = quantizer.config.code_dim
+    grid = tokenizer.resolution // 2 ** (len(tokenizer.autoencoder.config.channel_multipliers) - 1)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        supervision = _supervision(args, semantic_dim, device, Path(tmp))
+        supervision = _supervision(args, semantic_dim, grid, device, Path(tmp))
         setup = time.perf_counter() - start
         loss = LossConfig(perceptual=False, adversarial_weight=0.5, disc_start=0)
         train = TrainConfig(batch_size=args.batch_size, progress=False)
@@ -164,6 +169,8 @@ def measure(args: argparse.Namespace) -> dict:
         "batch_size": args.batch_size,
         "teacher": args.teacher,
         "teacher_model": args.teacher_model,
+        "teacher_image_size": args.teacher_image_size or "",
+        "head_width": args.head_width or "",
         "teacher_k": args.teacher_k if args.supervision == "histogram" else "",
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device)
@@ -201,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--teacher", choices=["clip", "dinov2"], default="clip")
     parser.add_argument("--teacher-model", default="ViT-L-14")
+    parser.add_argument("--teacher-image-size", type=int, default=0,
+                        help="DINOv2 teacher input size; 0: the supervision's default")
+    parser.add_argument("--head-width", type=int, default=0, help="local-infonce head width; 0: its default")
     parser.add_argument(
         "--teacher-k", type=int, default=16384, help="histogram teacher codebook size"
     )
@@ -231,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--preset", args.preset, "--semantic-size", str(semantic_size),
                 "--batch-size", str(args.batch_size), "--teacher", args.teacher,
                 "--teacher-model", args.teacher_model, "--teacher-k", str(args.teacher_k),
+                "--teacher-image-size", str(args.teacher_image_size), "--head-width", str(args.head_width),
                 "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device, "--threads", str(args.threads),
             ]  # fmt: skip
             row = run_child(__file__, child_args, label=supervision)

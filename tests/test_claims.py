@@ -129,7 +129,7 @@ def test_evidence_grids_run_five_seeds_per_arm_with_uniformity_on():
     from glotok_bench.runconfig import RunConfig
 
     root = Path(__file__).resolve().parents[1]
-    grids = sorted((root / "grids" / "cpu").glob("evidence-*.toml"))
+    grids = sorted((root / "grids" / "cpu" / "evidence").glob("*.toml"))
     assert len(grids) == 4
     for grid in grids:
         cells = expand(load_grid(grid), RunConfig, root / "runs")

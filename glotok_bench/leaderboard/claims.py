@@ -73,7 +73,7 @@ _HIST = (("supervision", "histogram"), ("lambda_hist", "0.01"))
 _NO_HEAD = (("residual", "none"),)
 _SUPERVISION = ("supervision", "lambda_hist", "teacher")
 # The random-codebook control of Table 6: a teacher file of random unit vectors
-# (grids/cpu/evidence-teachers.toml), labelled file:random-*.
+# (grids/cpu/evidence/teachers.toml), labelled file:random-*.
 _RANDOM_TEACHER = (("teacher", "file:random-*"),)
 
 
