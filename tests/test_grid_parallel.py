@@ -74,10 +74,11 @@ def _grid(tmp_path: Path, workers: int) -> Path:
 
 
 def test_two_worker_cell_matches_the_one_process_cell(tmp_path, local_ray):
+    # The 2-worker cell as a Tune trial that launches Ray Train (what run-grid does).
     outcomes = {
-        workers: run_grid(_grid(tmp_path, workers), runs_root=tmp_path / f"runs-{workers}", executor="serial",
+        workers: run_grid(_grid(tmp_path, workers), runs_root=tmp_path / f"runs-{workers}", executor=executor,
                           config_class=DataParallelRun, steps=STEPS, echo=lambda _: None)
-        for workers in (2, 1)
+        for workers, executor in ((2, "ray"), (1, "serial"))
     }
     records = {workers: outcome.records[0] for workers, outcome in outcomes.items()}
     assert records[2]["status"] == "ok", records[2].get("error", {}).get("traceback")
