@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from glotok_bench.benchmarking import append_csv_rows, run_child
@@ -28,7 +29,7 @@ DEFAULT_OUT = HERE / "results" / "supervision_ab.csv"
 ARMS = ("histogram", "local-infonce")
 MIN_REPEATS = 10
 COLUMNS = [
-    "timestamp", "run_kind", "repeat", "position", "supervision", "semantic_size", "preset", "resolution",
+    "timestamp", "run_id", "run_kind", "repeat", "position", "supervision", "semantic_size", "preset", "resolution",
     "batch_size", "teacher", "teacher_model", "teacher_image_size", "head_width", "teacher_k", "device", "device_name",
     "precision", "threads", "steps", "step_ms", "supervision_ms", "peak_memory_mb", "peak_memory_kind",
     "load_avg_1m", "torch", "git_commit",
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     kind = "result" if args.repeats >= MIN_REPEATS else f"quick check ({args.repeats} repeats, not a result)"
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")  # pairs this run's rows in claims.csv
     rows = []
     for size in args.sizes:
         for repeat in range(args.repeats):
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                     "--device", args.device, "--threads", str(args.threads),
                 ]  # fmt: skip
                 row = run_child(HERE / "supervision_cost.py", child, label=f"{arm} @ {size}")
-                rows.append({**row, "run_kind": kind, "repeat": repeat, "position": position})
+                rows.append({**row, "run_id": run_id, "run_kind": kind, "repeat": repeat, "position": position})
                 print(f"{size:>6} codes, repeat {repeat}: {arm:>13} {row['step_ms']:9.1f} ms/step, "
                       f"peak {row['peak_memory_mb']} MB", flush=True)
     append_csv_rows(args.out, rows, COLUMNS)

@@ -142,3 +142,36 @@ def test_evidence_grids_run_five_seeds_per_arm_with_uniformity_on():
             teacher_file = cell.config["supervision"].get("teacher_file")
             assert not teacher_file or (root / teacher_file).is_file()
         assert all(sorted(seeds) == list(range(MIN_SEEDS)) for seeds in variants.values()), grid.name
+
+
+def _ab_csv(folder: Path, hist: list[float], local: list[float], kind: str = "result") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    header = "run_id,run_kind,repeat,supervision,semantic_size,device,threads,teacher_model,teacher_image_size,head_width,step_ms,peak_memory_mb"
+    lines = [header]
+    for repeat, (h, loc) in enumerate(zip(hist, local, strict=True)):
+        for arm, ms in (("histogram", h), ("local-infonce", loc)):
+            lines.append(f"r1,\"{kind}\",{repeat},{arm},4096,cpu,1,vit_small_patch14_dinov2,28,128,{ms},{1000 if arm == 'histogram' else 1100}")
+    (folder / "supervision_ab.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_b2_cost_claim_is_paired_over_interleaved_benchmark_repeats(tmp_path):
+    from scipy import stats
+
+    # Load drifts between repeats, but each repeat's local step is ~20% slower than its histogram one.
+    hist = [100.0, 150, 90, 200, 120, 110, 170, 95, 130, 160]
+    local = [x * 1.2 + (i % 3) for i, x in enumerate(hist)]
+    _arms(tmp_path / "runs", [7.0], [8.0])
+    regenerate(tmp_path / "runs", tmp_path / "lb", benchmarks=_ab_csv(tmp_path / "bench", hist, local))
+    claim = "histogram supervision trains faster and lighter than local supervision"
+    [step] = _claim(tmp_path / "lb", claim, "step_ms")
+    expected = stats.ttest_rel(hist, local).confidence_interval(0.95)
+    assert (step["n_a"], step["verdict"], step["run_ids_a"]) == ("10", "supports", "r1")
+    assert float(step["ci_low"]) == pytest.approx(expected.low, rel=1e-3)
+    assert "paired" in step["method"]
+    assert _claim(tmp_path / "lb", claim, "peak_memory_mb")[0]["verdict"] == "supports"
+
+    _ab_csv(tmp_path / "quick", hist[:2], local[:2], kind="quick check (2 repeats, not a result)")
+    regenerate(tmp_path / "runs", tmp_path / "lb2", benchmarks=tmp_path / "quick")
+    [quick] = _claim(tmp_path / "lb2", claim, "step_ms")
+    assert quick["verdict"] == "undecided" and "quick check" in quick["method"]

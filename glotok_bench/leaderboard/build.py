@@ -265,16 +265,18 @@ DEFAULT_RECORDS = ("runs", "leaderboards/records")
 
 
 def regenerate(
-    records: str | Path | Sequence[str | Path] = DEFAULT_RECORDS, out: str | Path = "leaderboards"
+    records: str | Path | Sequence[str | Path] = DEFAULT_RECORDS, out: str | Path = "leaderboards",
+    benchmarks: str | Path | None = None,
 ) -> Outcome:
-    """Rebuild every leaderboard file in ``out`` from the records under ``records``."""
+    """Rebuild every leaderboard file in ``out`` from the records under ``records`` (and,
+    for claims.csv's B.2 rows, the benchmark results folder ``benchmarks``)."""
     collection = collect(records)
     tables = {}
     for spec in TABLES:
         frame = aggregate(spec, paper_contributions(spec) + collection.contributions[spec.name])
         tables[spec.name] = format_table(spec, frame)
     files: dict[str, bytes] = {f"{name}.csv": csv_bytes(table) for name, table in tables.items()}
-    claims = claims_table(collection)
+    claims = claims_table(collection, None if benchmarks is None else Path(benchmarks))
     files[CLAIMS_FILE] = csv_bytes(claims)
     for name, render_plot in render.PLOTS.items():
         files[name] = render_plot(tables)

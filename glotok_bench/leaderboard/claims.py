@@ -13,13 +13,20 @@ arms' seeds share nothing but their number). ``verdict`` is ``supports`` when th
 excludes 0 on the paper's side, ``contradicts`` when it excludes 0 on the other side, and
 ``undecided`` otherwise, and always when an arm has fewer than ``MIN_SEEDS`` runs: with 2-4
 seeds a t-interval is too wide or too fragile to call. Deterministic: no resampling.
+
+B.2 (step time and peak memory) also has rows from benchmarks/results/supervision_ab.csv,
+when ``regenerate`` is given that folder: there the arms are measured back to back in each
+repeat, so the interval is a paired t-interval over repeats, and rows of a quick check
+(fewer than 10 repeats) are never decided.
 """
 
 from __future__ import annotations
 
+import csv
 import fnmatch
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
@@ -217,10 +224,79 @@ def claim_rows(claim: Claim, collection: Collection) -> list[dict[str, str]]:
     return rows
 
 
-def claims_table(collection: Collection) -> pd.DataFrame:
+# Benchmark rows behind B.2 (benchmarks/supervision_ab.py): interleaved A/B repeats.
+AB_FILE = "supervision_ab.csv"
+AB_CLAIM = CLAIMS[-1]
+_AB_SETTING = ("device", "device_name", "preset", "resolution", "batch_size", "semantic_size", "threads",
+               "teacher_model", "teacher_image_size", "head_width", "precision")
+
+
+def benchmark_claim_rows(results: Path | None) -> list[dict[str, str]]:
+    """B.2 from ``results/supervision_ab.csv``: per benchmark run and codebook size, the
+    histogram (a) and local (b) arms' step time and peak memory, with a paired t-interval
+    over repeats (each repeat measures both arms back to back)."""
+    from glotok_bench.leaderboard.build import format_number
+
+    path = None if results is None else Path(results) / AB_FILE
+    if path is None or not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        lines = [line for line in csv.DictReader(handle) if line.get("run_id")]
+    runs: dict[tuple, dict[str, dict[str, dict[str, str]]]] = {}
+    for line in lines:
+        key = (line["run_id"], line["run_kind"], *(line.get(f, "") for f in _AB_SETTING))
+        runs.setdefault(key, {}).setdefault(line["repeat"], {})[line["supervision"]] = line
+    rows = []
+    for key, repeats in sorted(runs.items()):
+        run_id, kind, *setting = key
+        pairs = [r for _, r in sorted(repeats.items(), key=lambda item: int(item[0]))
+                 if {"histogram", "local-infonce"} <= set(r)]
+        if not pairs:
+            continue
+        setting = dict(zip(_AB_SETTING, setting, strict=True))
+        for metric in ("step_ms", "peak_memory_mb"):
+            a = [float(p["histogram"][metric]) for p in pairs]
+            b = [float(p["local-infonce"][metric]) for p in pairs]
+            mean_a, mean_b, diff, low, high = _paired(a, b)
+            verdict, method = _verdict(True, len(a), len(b), low, high)
+            method = method.replace("Welch t-interval (95%) of mean_a - mean_b over seeds, unpaired",
+                                    "paired t-interval (95%) of a - b over interleaved repeats")
+            if kind != "result":
+                verdict, method = "undecided", f"{method}; {kind}"
+            rows.append({
+                "claim": AB_CLAIM.claim, "paper_table": AB_CLAIM.paper_table, "metric": metric, "better": "lower",
+                "arm_a": "histogram", "arm_b": f"local InfoNCE [teacher={setting['teacher_model']}@"
+                                                f"{setting['teacher_image_size']}px; head={setting['head_width']}]",
+                "n_a": str(len(a)), "n_b": str(len(b)), "mean_a": format_number(mean_a),
+                "mean_b": format_number(mean_b), "diff": format_number(diff),
+                "rel_diff": format_number(diff / mean_b) if mean_b else "", "ci_low": format_number(low),
+                "ci_high": format_number(high), "method": method, "verdict": verdict, "paper": AB_CLAIM.paper,
+                "protocol": (f"benchmark {AB_FILE} run {run_id} / {setting['device_name'] or setting['device']} / "
+                             f"{setting['threads']} thread(s) / {setting['precision']}"),
+                "training": "", "context": "; ".join(f"{k}={v}" for k, v in setting.items() if v),
+                "run_ids_a": run_id, "run_ids_b": run_id,
+            })  # fmt: skip
+    return rows
+
+
+def _paired(a: list[float], b: list[float]) -> tuple[float, float, float, float, float]:
+    mean_a, mean_b = math.fsum(a) / len(a), math.fsum(b) / len(b)
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    diff = math.fsum(d) / len(d)
+    if len(d) < 2:
+        return mean_a, mean_b, diff, math.nan, math.nan
+    from scipy import stats
+
+    se = math.sqrt(math.fsum((x - diff) ** 2 for x in d) / (len(d) - 1) / len(d))
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, len(d) - 1)) * se
+    return mean_a, mean_b, diff, diff - half, diff + half
+
+
+def claims_table(collection: Collection, benchmarks: Path | None = None) -> pd.DataFrame:
     import pandas as pd
 
     rows = [row for claim in CLAIMS for row in claim_rows(claim, collection)]
+    rows += benchmark_claim_rows(benchmarks)
     return pd.DataFrame([{c: row.get(c, "") for c in COLUMNS} for row in rows], columns=list(COLUMNS), dtype=str)
 
 

@@ -23,7 +23,12 @@ def leaderboard() -> None:
     type=click.Path(file_okay=False, path_type=Path), help="Folder the CSV, markdown and PNG files go to.",
 )
 @click.option("--force", is_flag=True, help="Write even when no record is found but OUT holds measured rows.")
-def regenerate(records: tuple[str, ...], out: Path, force: bool) -> None:
+@click.option(
+    "--benchmarks", default="benchmarks/results", show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Benchmark results folder; its supervision_ab.csv gives claims.csv's B.2 rows (skipped if absent).",
+)
+def regenerate(records: tuple[str, ...], out: Path, force: bool, benchmarks: Path) -> None:
     """Rebuild every CSV, README.md and plot in OUT from the records under RECORDS.
 
     Corrupt records are reported by path and skipped; failed and unfinished runs are counted
@@ -41,7 +46,7 @@ def regenerate(records: tuple[str, ...], out: Path, force: bool) -> None:
             f"refusing to rewrite {out}: it holds {measured} measured rows but {', '.join(records)} "
             f"hold no usable run record; check --records, or pass --force to keep only the paper's rows"
         )
-    outcome = build(records, out)
+    outcome = build(records, out, benchmarks)
     c = outcome.collection
     for path, message in c.corrupt:
         click.secho(f"skipped corrupt record {path}: {message}", fg="yellow", err=True)
