@@ -82,3 +82,27 @@ def test_a_cell_that_left_no_record_is_reported_by_its_id(tmp_path):
     record = _read_cell_record(cell)
     assert record["status"] == "failed" and record["run_id"] == "abc123"
     assert "abc123" in record["error"]["message"] and str(tmp_path) in record["error"]["message"]
+
+
+def test_a_cell_in_s3_is_held_by_one_job_at_a_time(monkeypatch):
+    import boto3
+    from moto import mock_aws
+
+    from glotok_bench.grid.celllock import hold_cell
+    from glotok_bench.runlock import RunLockedError
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="runs")
+        store = open_store("s3://runs/grid/cell-a")
+        notes: list[str] = []
+        with hold_cell(store, "grid cell a", notes):
+            with pytest.raises(RunLockedError, match=r"in use by a grid cell a job \(host .*, pid \d+"):
+                hold_cell(store, "grid cell a", notes).acquire()
+        with hold_cell(store, "grid cell a", notes):  # released: the next job takes it
+            pass
+        assert notes == []
+        assert boto3.client("s3").list_objects_v2(Bucket="runs").get("KeyCount") == 0

@@ -28,6 +28,7 @@ import attrs
 from glotok_bench.atomic import atomic_write_json, atomic_write_text
 from glotok_bench.config import structure
 from glotok_bench.errors import ConfigError
+from glotok_bench.grid.celllock import hold_cell
 from glotok_bench.grid.publish import CellSync, Report, workspace
 from glotok_bench.grid.spec import Cell
 from glotok_bench.records import (
@@ -164,7 +165,7 @@ def run_cell(
                       "workers": cell.workers}
     record["store"] = store.location
     notes: list[str] = []
-    with workspace(store, f"{cell.grid}/{cell.cell_id}") as work, _hold(store, cell), \
+    with hold_cell(store, f"grid cell {cell.cell_id}", notes), workspace(store, f"{cell.grid}/{cell.cell_id}") as work, \
             CellSync(work, store, report=report) as sync:
         atomic_write_text(work / "config.toml", _toml(cell.config))
         try:
@@ -190,19 +191,6 @@ def run_cell(
     # Last, after the workspace's final publish: a stored record means a complete cell.
     store.write_text(RECORD_NAME, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return record
-
-
-def _hold(store: Store, cell: Cell) -> Any:
-    """One job per cell folder. Locally a lease file in the folder (see runlock); an
-    object store would need conditional writes, which pyarrow's filesystems lack, so there
-    the grid driver's own bookkeeping (one trial per cell) is the only guard."""
-    if not store.is_local:
-        import contextlib
-
-        return contextlib.nullcontext()
-    from glotok_bench.runlock import hold_run_folder
-
-    return hold_run_folder(store.local_path, job=f"grid cell {cell.cell_id}")
 
 
 def _run_step(

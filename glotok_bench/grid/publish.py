@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from glotok_bench.runlock import LOCK_NAME
 from glotok_bench.store import Store
 
 RECORD_NAME = "record.json"
@@ -34,6 +35,7 @@ SYNC_INTERVAL_ENV = "GLOTOK_SYNC_INTERVAL_S"
 SCRATCH_ENV = "GLOTOK_SCRATCH_DIR"
 
 Report = Callable[[dict[str, Any]], None]
+_NOT_DOWNLOADED = frozenset({RECORD_NAME, LOCK_NAME})  # the record, the cell's lease
 
 
 def scratch_root() -> Path:
@@ -53,7 +55,7 @@ def workspace(store: Store, name: str) -> Iterator[Path]:
     shutil.rmtree(work, ignore_errors=True)  # the store, not a stale scratch copy, is the truth
     work.mkdir(parents=True)
     try:
-        store.download_dir(work, skip=frozenset({RECORD_NAME}))
+        store.download_dir(work, skip=_NOT_DOWNLOADED)
         yield work
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -124,7 +126,7 @@ class CellSync:
         if self.store.is_local:
             return
         with self._lock:
-            self.store.download_dir(self.work, skip=frozenset({RECORD_NAME}))
+            self.store.download_dir(self.work, skip=_NOT_DOWNLOADED)
         self.mark_current()
 
     def sync(self) -> None:
