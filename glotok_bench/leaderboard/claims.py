@@ -310,7 +310,9 @@ def claims_markdown(frame: pd.DataFrame) -> str:
         "Each claim compares two arms of our runs (`a`: the paper's choice, `b`: what it is said to beat) under one "
         "protocol, training length and setting; `diff` = mean_a - mean_b with Welch's 95% t-interval over seeds. "
         f"`supports`/`contradicts`: the interval excludes 0 on the paper's side / the other side; `undecided` "
-        f"otherwise, and always with fewer than {MIN_SEEDS} seeds per arm. Data and method per row: "
+        f"otherwise, and always with fewer than {MIN_SEEDS} seeds per arm. B.2 rows from "
+        "`benchmarks/results/supervision_ab.csv` pair the arms within each interleaved repeat instead, and a "
+        "quick check (under 10 repeats) is never decided. Data and method per row: "
         "[`claims.csv`](claims.csv).",
         "",
         "| " + " | ".join(shown) + " |",

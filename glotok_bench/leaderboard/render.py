@@ -180,19 +180,19 @@ def rfid_vs_lambda_hist(tables: dict[str, pd.DataFrame]) -> bytes:
             if off:
                 baselines.setdefault(context, []).append(point)
             else:
-                lines.setdefault((f"teacher={row['teacher'] or '?'}", context), []).append(point)
+                lines.setdefault((f"teacher={row['teacher']}" if row["teacher"] else "", context), []).append(point)
         for (_, context), points in lines.items():
             points += baselines.get(context, [])
         used = {context for _, context in lines}
         lines.update({("no histogram loss", c): p for c, p in baselines.items() if c not in used})
-        lines = {f"{teacher}; {context}": points for (teacher, context), points in lines.items()}
+        lines = {"; ".join(filter(None, (teacher, context))): points for (teacher, context), points in lines.items()}
         for name, points in sorted(lines.items()):
             points.sort()
             axis.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
                           marker="o", capsize=3, label=_wrap(name, 40))
         axis.set_xscale("symlog", linthresh=1e-3)
-        axis.set_xlabel("lambda_hist (0 = no histogram loss)")
-        axis.set_ylabel(f"{column} (error bars: std over seeds)")
+        axis.set_xlabel("lambda_hist (0 = no histogram loss); bars: std over seeds")
+        axis.set_ylabel(column)
         axis.set_title(_wrap(f"{source}: {protocol}"), fontsize=8)
         axis.grid(True, alpha=0.3)
         if lines:
