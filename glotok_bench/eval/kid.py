@@ -23,12 +23,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
 import numpy as np
 import torch
 
 from glotok_bench.eval.batch import SIDES, EvalBatch
 from glotok_bench.eval.extractors import build_extractor, metric_name
+from glotok_bench.eval.options import KernelDistanceConfig
 from glotok_bench.records import metric
 
 
@@ -67,19 +67,7 @@ class KernelDistance:
     Context: ``device``; ``data_protocol`` (copied into the result).
     """
 
-    runs_by_default = True  # every tokenizer evaluation reports it next to FID
-
-    @attrs.frozen(kw_only=True)
-    class Config:
-        label: str = "rkid"
-        extractor: str = "auto"  # "auto" | "inception" | "standin", as for FID
-        inception_weights: str = ""
-        subsets: int = attrs.field(default=100, validator=attrs.validators.ge(1))
-        subset_size: int = attrs.field(default=1000, validator=attrs.validators.ge(2))
-        degree: int = attrs.field(default=3, validator=attrs.validators.ge(1))
-        gamma: float = 0.0  # 0: 1 / feature dimension
-        coef0: float = 1.0
-        seed: int = 2020  # torch-fidelity's rng_seed
+    Config = KernelDistanceConfig  # in the torch-free eval/options.py, like the other built-ins
 
     def __init__(self, config: Config | None = None, *, device: torch.device | str = "cpu",
                  data_protocol: Mapping[str, Any] | None = None, **_: Any):

@@ -35,6 +35,21 @@ class InceptionScoreConfig:
 
 
 @attrs.frozen(kw_only=True)
+class KernelDistanceConfig:
+    """KID's options; torch-fidelity's defaults (see eval/kid.py)."""
+
+    label: str = "rkid"
+    extractor: str = "auto"  # "auto" | "inception" | "standin", as for FID
+    inception_weights: str = ""
+    subsets: int = attrs.field(default=100, validator=attrs.validators.ge(1))
+    subset_size: int = attrs.field(default=1000, validator=attrs.validators.ge(2))
+    degree: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    gamma: float = 0.0  # 0: 1 / feature dimension
+    coef0: float = 1.0
+    seed: int = 2020  # torch-fidelity's rng_seed
+
+
+@attrs.frozen(kw_only=True)
 class PSNRConfig:
     pass
 
@@ -121,6 +136,8 @@ class EvalOptions:
     inception_score: InceptionScoreConfig | None = metric_options(
         "inception-score", InceptionScoreConfig(label="ris")
     )
+    # KID beside FID, on the same extractor choice; "rkid" for reconstructions.
+    kid: KernelDistanceConfig | None = metric_options("kid", KernelDistanceConfig())
     psnr: PSNRConfig | None = metric_options("psnr", PSNRConfig())
     ssim: SSIMConfig | None = metric_options("ssim", SSIMConfig())
     lpips: LPIPSConfig | None = metric_options("lpips", LPIPSConfig())
