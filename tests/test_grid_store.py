@@ -4,6 +4,8 @@ stands in for an object store (the S3 path runs in test_grid_cluster.py)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from glotok_bench.grid.publish import CellSync, workspace
@@ -100,8 +102,11 @@ def test_a_cell_in_s3_is_held_by_one_job_at_a_time(monkeypatch):
         store = open_store("s3://runs/grid/cell-a")
         notes: list[str] = []
         with hold_cell(store, "grid cell a", notes):
+            started = time.monotonic()
             with pytest.raises(RunLockedError, match=r"in use by a grid cell a job \(host .*, pid \d+"):
-                hold_cell(store, "grid cell a", notes).acquire()
+                with hold_cell(store, "grid cell a", notes, lease_s=0.5):
+                    pass
+            assert time.monotonic() - started >= 1.0  # waited two lease periods for the holder
         with hold_cell(store, "grid cell a", notes):  # released: the next job takes it
             pass
         assert notes == []

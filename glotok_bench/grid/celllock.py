@@ -12,9 +12,11 @@ record says so.
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Iterator
 from typing import Any
 
-from glotok_bench.runlock import LOCK_NAME, Lease, LocalLeaseStore, RunLock
+from glotok_bench.runlock import LOCK_NAME, Lease, LocalLeaseStore, RunLock, RunLockedError
 from glotok_bench.store import Store
 
 
@@ -64,12 +66,38 @@ class S3LeaseStore:
         return True
 
 
-def hold_cell(store: Store, what: str, notes: list[str]) -> contextlib.AbstractContextManager:
-    """Hold the cell folder ``store`` for one job (refuses, naming the holder, if another
-    live job holds it; takes over from a dead one)."""
+# A cell's lease is short: when a node dies, the retry lands on another node, which can
+# only take the lease over once it has expired (it cannot see the dead node's processes).
+CELL_LEASE_S = 60.0
+
+
+def hold_cell(store: Store, what: str, notes: list[str], *, lease_s: float = CELL_LEASE_S
+              ) -> contextlib.AbstractContextManager:
+    """Hold the cell folder ``store`` for one job. A holder on this host whose process is
+    gone is taken over at once; a holder elsewhere is waited for up to two lease periods
+    (a dead node's lease expires in that time), then the job refuses, naming the holder."""
     if store.is_local:
-        return RunLock(LocalLeaseStore(store.local_path), job=what, what=store.location)
-    if store.location.startswith("s3://"):
-        return RunLock(S3LeaseStore(store.uri(LOCK_NAME)), job=what, what=store.location)
-    notes.append(f"{store.location}: no lock for this kind of store; make sure one job runs this cell")
-    return contextlib.nullcontext()
+        lease_store: Any = LocalLeaseStore(store.local_path)
+    elif store.location.startswith("s3://"):
+        lease_store = S3LeaseStore(store.uri(LOCK_NAME))
+    else:
+        notes.append(f"{store.location}: no lock for this kind of store; make sure one job runs this cell")
+        return contextlib.nullcontext()
+    return _held(RunLock(lease_store, job=what, what=store.location, lease_s=lease_s), wait_s=2 * lease_s)
+
+
+@contextlib.contextmanager
+def _held(lock: RunLock, *, wait_s: float) -> Iterator[RunLock]:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            lock.acquire()
+            break
+        except RunLockedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(min(5.0, wait_s / 10))
+    try:
+        yield lock
+    finally:
+        lock.release()
