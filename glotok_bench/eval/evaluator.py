@@ -25,6 +25,7 @@ import torch
 
 from glotok_bench.errors import MissingWeightsError
 from glotok_bench.eval.batch import EvalBatch, Metric
+from glotok_bench.eval.extractors import full_fp32
 from glotok_bench.eval.fig4 import DEFAULT_RETENTION, save_retention_grid
 from glotok_bench.eval.image_grid import save_image_grid
 from glotok_bench.eval.options import (  # noqa: F401 - EvalOptions and its helpers live there (torch-free)
@@ -138,7 +139,9 @@ def evaluate_tokenizer(
                 continue
             images = images.to(device, non_blocking=True).float()
             tick = time.perf_counter()
-            with torch.inference_mode():
+            # Full fp32 (TF32 off on CUDA): reconstructions, like features, must not depend
+            # on the GPU generation's default matmul/conv precision.
+            with torch.inference_mode(), full_fp32():
                 output = tokenizer(images)
                 reconstruction = output.reconstruction.float().clamp(-1, 1)
                 encoding = getattr(output, "encoding", None)
