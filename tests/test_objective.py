@@ -123,7 +123,9 @@ def test_straight_through_residual_opposes_the_commitment_term_at_head_init():
 
 
 def test_code_reading_needs_the_raw_codes():
-    head = TransformerResidualHead(TransformerResidualHead.Config(width=8, heads=2), channels=4)
+    head = TransformerResidualHead(
+        TransformerResidualHead.Config(width=8, heads=2, gradient="code"), channels=4
+    )
     zq = torch.randn(1, 4, 2, 2, requires_grad=True)
     with pytest.raises(ValueError, match="raw codes"):
         head.loss(torch.randn(1, 4, 2, 2), zq, head(zq))
