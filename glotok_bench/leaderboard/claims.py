@@ -247,7 +247,8 @@ def benchmark_claim_rows(results: Path | None) -> list[dict[str, str]]:
         key = (line["run_id"], line["run_kind"], *(line.get(f, "") for f in _AB_SETTING))
         runs.setdefault(key, {}).setdefault(line["repeat"], {})[line["supervision"]] = line
     rows = []
-    for key, repeats in sorted(runs.items()):
+    size_at = 2 + _AB_SETTING.index("semantic_size")
+    for key, repeats in sorted(runs.items(), key=lambda item: (item[0][0], int(item[0][size_at] or 0), item[0])):
         run_id, kind, *setting = key
         pairs = [r for _, r in sorted(repeats.items(), key=lambda item: int(item[0]))
                  if {"histogram", "local-infonce"} <= set(r)]
@@ -265,8 +266,9 @@ def benchmark_claim_rows(results: Path | None) -> list[dict[str, str]]:
                 verdict, method = "undecided", f"{method}; {kind}"
             rows.append({
                 "claim": AB_CLAIM.claim, "paper_table": AB_CLAIM.paper_table, "metric": metric, "better": "lower",
-                "arm_a": "histogram", "arm_b": f"local InfoNCE [teacher={setting['teacher_model']}@"
-                                                f"{setting['teacher_image_size']}px; head={setting['head_width']}]",
+                "arm_a": f"histogram [semantic codes={setting['semantic_size']}]",
+                "arm_b": (f"local InfoNCE [semantic codes={setting['semantic_size']}; teacher="
+                          f"{setting['teacher_model']}@{setting['teacher_image_size']}px; head={setting['head_width']}]"),
                 "n_a": str(len(a)), "n_b": str(len(b)), "mean_a": format_number(mean_a),
                 "mean_b": format_number(mean_b), "diff": format_number(diff),
                 "rel_diff": format_number(diff / mean_b) if mean_b else "", "ci_low": format_number(low),
