@@ -97,3 +97,11 @@ def test_features_are_computed_without_tf32_and_the_cache_key_says_where(monkeyp
     key = reference_key({"manifest_sha256": "ab" * 32, "dataset": "x"}, extractor, 10)
     assert key["extractor_device"] == "cpu" and "TF32 off" in key["extractor_precision"]
     assert extractor.protocol()["extractor_precision"] == key["extractor_precision"]
+
+
+def test_kid_features_are_not_written_when_switched_off(tmp_path):
+    real = _photo_crops(8, seed=9)
+    metric = KernelDistance(KernelDistance.Config(extractor="standin", subsets=2, write_features=False))
+    metric.update(EvalBatch(real=real, fake=real))
+    metric.compute()
+    assert metric.write_artifacts(tmp_path) == {} and not list(tmp_path.iterdir())

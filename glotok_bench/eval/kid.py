@@ -14,7 +14,7 @@ torch-fidelity refuses that case outright.
 KID needs the features themselves, not just moments: they are kept (float32, sorted by
 dataset index so batch size and worker count do not change the subsets) and written as
 ``kid_features@<extractor>.npz`` next to the record, which is also what lets FID and KID be
-bootstrapped over images later. 50k Inception features are 400 MB per side.
+bootstrapped over images later. 50k Inception features are 400 MB per side; ``write_features = false`` keeps them in memory only.
 """
 
 from __future__ import annotations
@@ -136,6 +136,8 @@ class KernelDistance:
         """Both sides' features and dataset indices, for paired comparisons and bootstraps."""
         from glotok_bench.atomic import atomic_write
 
+        if not self.config.write_features:
+            return {}
         (fake_ids, fake), (real_ids, real) = self.side("fake"), self.side("real")
         path = Path(out_dir) / f"kid_features@{self.extractor.name}.npz"
         atomic_write(path, lambda handle: np.savez(handle, fake=fake, fake_ids=fake_ids, real=real, real_ids=real_ids))
