@@ -152,12 +152,9 @@ def run_cell(
 
     ``report``: called with training metrics as they are logged (Ray Tune's ``report``)."""
     store = open_store(cell.location)
-    try:
-        existing = read_cell_record(cell)
-    except RecordError:
-        existing = None  # unreadable: the cell runs again and writes a good one
-    if existing is not None and existing["status"] == "ok":
-        return existing
+    finished = _finished_record(cell)
+    if finished is not None:
+        return finished
     started = time.perf_counter()
     record = new_record("grid-cell", run_id=cell.cell_id, config=cell.config)
     record["labels"] = dict(cell.labels)
@@ -165,32 +162,43 @@ def run_cell(
                       "workers": cell.workers}
     record["store"] = store.location
     notes: list[str] = []
-    with hold_cell(store, f"grid cell {cell.cell_id}", notes), workspace(store, f"{cell.grid}/{cell.cell_id}") as work, \
-            CellSync(work, store, report=report) as sync:
-        atomic_write_text(work / "config.toml", _toml(cell.config))
-        try:
-            config = structure(config_class, cell.config, source=f"cell {cell.cell_id}")
-            previous: dict[str, dict[str, Any]] = {}
-            for name in cell.steps:
-                stored = read_step_marker(work, name, store, notes)
-                if stored is None:
-                    output = _run_step(cell, config_class, config, name, steps, work, previous, sync)
-                    stored = swap_prefix(output, str(work), store.location)
-                    atomic_write_json(work / "steps" / f"{name}.json", stored)
-                    sync.sync()  # a finished step is published before the next starts
-                previous[name] = swap_prefix(stored, store.location, str(work))
-                record["metrics"].update(stored.get("metrics", {}))
-                record["results"][name] = stored.get("results", {})
-                record["labels"].update(stored.get("labels", {}))
-            record["status"] = "ok"
-        except Exception as exc:  # noqa: BLE001 - one failing cell must not sink the grid
-            mark_failed(record, exc)
-    if notes:
-        record["notes"] = notes
-    record["wall_time_s"] = time.perf_counter() - started
-    # Last, after the workspace's final publish: a stored record means a complete cell.
-    store.write_text(RECORD_NAME, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    with hold_cell(store, f"grid cell {cell.cell_id}", notes):
+        finished = _finished_record(cell)  # by the job we may have waited for
+        if finished is not None:
+            return finished
+        with workspace(store, f"{cell.grid}/{cell.cell_id}") as work, CellSync(work, store, report=report) as sync:
+            atomic_write_text(work / "config.toml", _toml(cell.config))
+            try:
+                config = structure(config_class, cell.config, source=f"cell {cell.cell_id}")
+                previous: dict[str, dict[str, Any]] = {}
+                for name in cell.steps:
+                    stored = read_step_marker(work, name, store, notes)
+                    if stored is None:
+                        output = _run_step(cell, config_class, config, name, steps, work, previous, sync)
+                        stored = swap_prefix(output, str(work), store.location)
+                        atomic_write_json(work / "steps" / f"{name}.json", stored)
+                        sync.sync()  # a finished step is published before the next starts
+                    previous[name] = swap_prefix(stored, store.location, str(work))
+                    record["metrics"].update(stored.get("metrics", {}))
+                    record["results"][name] = stored.get("results", {})
+                    record["labels"].update(stored.get("labels", {}))
+                record["status"] = "ok"
+            except Exception as exc:  # noqa: BLE001 - one failing cell must not sink the grid
+                mark_failed(record, exc)
+        if notes:
+            record["notes"] = notes
+        record["wall_time_s"] = time.perf_counter() - started
+        # Last, after the workspace's final publish: a stored record means a complete cell.
+        store.write_text(RECORD_NAME, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return record
+
+
+def _finished_record(cell: Cell) -> dict[str, Any] | None:
+    try:
+        record = read_cell_record(cell)
+    except RecordError:
+        return None  # unreadable: the cell runs again and writes a good one
+    return record if record is not None and record["status"] == "ok" else None
 
 
 def _run_step(
