@@ -175,3 +175,17 @@ def test_b2_cost_claim_is_paired_over_interleaved_benchmark_repeats(tmp_path):
     regenerate(tmp_path / "runs", tmp_path / "lb2", benchmarks=tmp_path / "quick")
     [quick] = _claim(tmp_path / "lb2", claim, "step_ms")
     assert quick["verdict"] == "undecided" and "quick check" in quick["method"]
+
+
+def test_the_random_codebook_control_is_only_table_6s_arm(tmp_path):
+    root = tmp_path / "runs"
+    _arms(root, [7.0] * 5, [8.0] * 5)
+    for seed in range(5):
+        write_record(root, f"rand{seed}", labels={**HIST, "teacher": "file:random-codebook-256x48.safetensors",
+                                                  "seed": seed}, metrics=recon_metrics(9.0))
+    regenerate(root, tmp_path / "lb")
+    table4 = _claim(tmp_path / "lb", TABLE4, SFID)
+    assert [(r["run_ids_a"], r["mean_a"]) for r in table4] == [("h0 h1 h2 h3 h4", "7.000")]
+    [table6] = _claim(tmp_path / "lb", "a semantic teacher beats a random codebook", SFID)
+    assert (table6["run_ids_b"], table6["mean_a"], table6["mean_b"], table6["verdict"]) == (
+        "rand0 rand1 rand2 rand3 rand4", "7.000", "9.000", "supports")
