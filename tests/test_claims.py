@@ -189,3 +189,15 @@ def test_the_random_codebook_control_is_only_table_6s_arm(tmp_path):
     [table6] = _claim(tmp_path / "lb", "a semantic teacher beats a random codebook", SFID)
     assert (table6["run_ids_b"], table6["mean_a"], table6["mean_b"], table6["verdict"]) == (
         "rand0 rand1 rand2 rand3 rand4", "7.000", "9.000", "supports")
+
+
+def test_runs_with_different_teachers_are_not_paired_across_a_lambda_sweep(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(5):
+        write_record(root, f"a{seed}", labels={**HIST, "seed": seed}, metrics=recon_metrics(7.0))
+        write_record(root, f"other{seed}", labels={**HIST, "teacher": "dinov2-kmeans", "seed": seed},
+                     metrics=recon_metrics(6.0))
+        write_record(root, f"b{seed}", labels={**HIST, "lambda_hist": 0.1, "seed": seed}, metrics=recon_metrics(8.0))
+    regenerate(root, tmp_path / "lb")
+    rows = _claim(tmp_path / "lb", "lambda_hist 0.01 beats 0.1", SFID)
+    assert [(r["run_ids_a"], r["run_ids_b"]) for r in rows] == [("a0 a1 a2 a3 a4", "b0 b1 b2 b3 b4")]

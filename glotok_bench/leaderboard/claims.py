@@ -134,7 +134,9 @@ def _groups(claim: Claim, contributions: list[Contribution]) -> dict[tuple, dict
     from glotok_bench.leaderboard.build import protocol_label
 
     spec = claim.spec
-    free = set(claim.vary) | {k for k, _ in claim.a.where + claim.b.where + claim.a.where_not + claim.b.where_not}
+    # Labels an arm pins (or the claim varies) may differ between paired runs; an excluded
+    # value (where_not) frees nothing, so e.g. teachers still have to match.
+    free = set(claim.vary) | {k for k, _ in claim.a.where + claim.b.where}
     variants: dict[tuple, dict[str, dict[tuple, dict[str, float]]]] = {}
     for c in contributions:
         measurement = c.row.metrics.get(claim.metric)
