@@ -35,11 +35,11 @@ def _config_for_checkpoint(checkpoint: Path, config_path: Path | None, overrides
     """The run config, with the tokenizer section taken from the checkpoint itself."""
     import attrs
 
-    from glotok_bench.tokenizer.checkpoint import read_checkpoint
+    from glotok_bench.tokenizer.checkpoint import read_tokenizer_config
     from glotok_bench.tokenizer.model import tokenizer_config_from_dict
 
     config = load_run_config(config_path, overrides)
-    stored = read_checkpoint(checkpoint)["tokenizer_config"]
+    stored = read_tokenizer_config(checkpoint)  # ours, or read from a peer file's shapes
     return attrs.evolve(config, tokenizer=tokenizer_config_from_dict(stored))
 
 
