@@ -73,8 +73,9 @@ class TransformerResidualHead(nn.Module):
     grids/cpu/residual-gradient.toml) ``"code"`` collapsed the codebooks (validation
     usage 4% semantic / 8% visual vs 71% / 60%, 95% intervals of the difference
     [-80, -54] and [-64, -41] points) while PSNR, SSIM and stand-in rFID could not be
-    told apart; it did cut the quantization error 4x and L_hist by 0.10. Pushing Z off
-    its code keeps codes in use at this scale; whether that holds at paper scale is open.
+    told apart; it did cut the quantization error 4x and L_hist by 0.10. ``"head"``
+    collapsed them as ``"code"`` did. Pushing Z off its code keeps codes in use at this
+    scale; whether that holds at paper scale is open.
     """
 
     @attrs.frozen(kw_only=True)
