@@ -70,7 +70,7 @@ class TransformerResidualHead(nn.Module):
     - ``"head"``: Z_hat is stopped too; L_res trains the head only.
 
     Why the default: on the CPU preset (100 steps, 5 seeds each,
-    grids/cpu/residual-gradient.toml) ``"code"`` collapsed the codebooks (validation
+    grids/cpu/studies/residual-gradient.toml) ``"code"`` collapsed the codebooks (validation
     usage 4% semantic / 8% visual vs 71% / 60%, 95% intervals of the difference
     [-80, -54] and [-64, -41] points) while PSNR, SSIM and stand-in rFID could not be
     told apart; it did cut the quantization error 4x and L_hist by 0.10. ``"head"``
