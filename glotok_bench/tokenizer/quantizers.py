@@ -221,9 +221,10 @@ class BranchedQuantizer(nn.Module):
         entropy_weight: float = 0.0,
         entropy_temperature: float = 0.01,
         disentangle_weight: float = 0.0,
-        adapter: AdapterConfig = AdapterConfig(),
+        adapter: AdapterConfig | None = None,  # None: the 1x1 conv adapter
     ):
         super().__init__()
+        adapter = adapter or AdapterConfig()
         name = type(self).__name__
         if code_dim <= 0:
             raise ConfigError(f"{name}: code_dim must be positive, got {code_dim}")
