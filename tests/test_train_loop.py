@@ -303,6 +303,17 @@ def test_resume_after_a_crash_reaches_identical_weights(tmp_path):
     assert without_wall_time(read_log(crashed / "metrics.jsonl")) == without_wall_time(
         read_log(straight / "metrics.jsonl")
     )
+    # So do the TensorBoard curves written beside it (TensorBoard purges the re-logged steps).
+    assert tensorboard_scalars(crashed, "rec") == tensorboard_scalars(straight, "rec")
+    assert [step for step, _ in tensorboard_scalars(straight, "rec")] == list(range(1, 9))
+
+
+def tensorboard_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return [(event.step, round(event.value, 6)) for event in events.Scalars(tag)]
 
 
 @pytest.mark.slow

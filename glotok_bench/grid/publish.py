@@ -8,9 +8,10 @@ mid-cell loses at most one sync interval, and whichever node reruns the cell res
 from the last stored checkpoint.
 
 The same thread follows the trainers' ``metrics.jsonl`` logs (written by rank 0 at each
-flush) and turns each new row into TensorBoard scalars (``<stage>/tensorboard/``, beside
-the log) and, inside a Ray Tune trial, a Tune report, so Tune's results, its TensorBoard
-view and its schedulers see training as it goes.
+flush) and, inside a Ray Tune trial, turns each new row into a Tune report, so Tune's
+results, its TensorBoard view and its schedulers see training as it goes. (The trainers
+write their own TensorBoard files beside the log, ``<stage>/tensorboard/``; this thread
+publishes them with the rest of the folder.)
 """
 
 from __future__ import annotations
@@ -90,7 +91,6 @@ class CellSync:
         self.interval_s = float(os.environ.get(SYNC_INTERVAL_ENV, 15)) if interval_s is None else interval_s
         self._seen: dict[str, tuple[int, int]] = {}
         self._last_step: dict[str, int] = {}
-        self._writers: dict[str, Any] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -98,7 +98,7 @@ class CellSync:
 
     def __enter__(self) -> CellSync:
         self.mark_current()
-        for log in self._logs():  # rows logged before this run are already in TensorBoard
+        for log in self._logs():  # rows logged before this run were reported then
             rows = _read_rows(log)
             if rows:
                 self._last_step[self._stage(log)] = rows[-1]["step"]
@@ -111,10 +111,6 @@ class CellSync:
         if self._thread is not None:
             self._thread.join(timeout=600)
         self.sync()
-        for writer in self._writers.values():
-            writer.close()
-        self._writers.clear()
-        self.sync()  # the TensorBoard files closed just now
 
     def mark_current(self) -> None:
         """Take the working folder as it is now as already stored (e.g. just downloaded)."""
@@ -178,24 +174,11 @@ class CellSync:
             rows = [row for row in _read_rows(log) if row["step"] > last]
             if not rows:
                 continue
-            writer = self._writer(stage, log.parent)
-            for row in rows:
-                for key, value in _scalars(row).items():
-                    writer.add_scalar(key, value, row["step"])
-            writer.flush()
             self._last_step[stage] = rows[-1]["step"]
             latest.update({f"{stage}/{key}": value for key, value in _scalars(rows[-1]).items()})
             latest[f"{stage}/step"] = rows[-1]["step"]
         if latest and self.report is not None:
             self.report(latest)
-
-    def _writer(self, stage: str, folder: Path) -> Any:
-        if stage not in self._writers:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writers[stage] = SummaryWriter(log_dir=str(folder / TENSORBOARD_DIR))
-        return self._writers[stage]
-
 
 def _read_rows(log: Path) -> list[dict[str, Any]]:
     rows = []

@@ -209,6 +209,7 @@ class TrainingLoop(abc.ABC):
                     on_step_end(self.step, self)
         finally:
             log.flush()
+            log.close()
             progress.close()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -3,7 +3,8 @@
 Each step's scalars stay device tensors until :meth:`flush`, which moves them all to the
 host in one transfer (one sync per flush, not one per scalar per step) and appends one
 line per step. After a resume, :func:`truncate_log` drops lines past the checkpoint so
-the log reads as if the run had never stopped.
+the log reads as if the run had never stopped. The same rows go to TensorBoard event files
+in ``tensorboard/`` beside the log, so every run (CLI, grid cell, Ray trial) has curves.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import torch
 
 from glotok_bench.atomic import atomic_write_text
 
+TENSORBOARD_DIR = "tensorboard"
+
 
 class MetricsLog:
     """``reduce``: applied to the flattened queued values before they leave the device;
@@ -26,10 +29,13 @@ class MetricsLog:
     """
 
     def __init__(
-        self, path: str | Path | None, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self, path: str | Path | None, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        *, tensorboard: bool = True,
     ):
         self.path = None if path is None else Path(path)
         self.reduce = reduce
+        self.tensorboard = tensorboard and self.path is not None
+        self._board: Any = None
         self._steps: list[int] = []
         self._keys: list[tuple[str, ...]] = []
         self._values: list[torch.Tensor] = []
@@ -78,8 +84,30 @@ class MetricsLog:
                 handle.write("\n".join(lines) + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
+            if self.tensorboard:
+                self._write_tensorboard(self._steps[0], lines)
         self._steps, self._keys, self._values, self._extra = [], [], [], []
         return self.last
+
+
+    def _write_tensorboard(self, first_step: int, lines: list[str]) -> None:
+        if self._board is None:
+            from torch.utils.tensorboard import SummaryWriter  # slow to import: only when used
+
+            # purge_step: after a resume TensorBoard drops the events at or past the first step
+            # written again, as truncate_log does for the JSON lines.
+            self._board = SummaryWriter(log_dir=str(self.path.parent / TENSORBOARD_DIR), purge_step=first_step)
+        for line in lines:
+            row = json.loads(line)
+            for key, value in row.items():
+                if key != "step" and isinstance(value, int | float) and not isinstance(value, bool):
+                    self._board.add_scalar(key, value, row["step"])
+        self._board.flush()
+
+    def close(self) -> None:
+        if self._board is not None:
+            self._board.close()
+            self._board = None
 
 
 def _finite(value: float) -> float | str:
