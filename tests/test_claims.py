@@ -201,3 +201,22 @@ def test_runs_with_different_teachers_are_not_paired_across_a_lambda_sweep(tmp_p
     regenerate(root, tmp_path / "lb")
     rows = _claim(tmp_path / "lb", "lambda_hist 0.01 beats 0.1", SFID)
     assert [(r["run_ids_a"], r["run_ids_b"]) for r in rows] == [("a0 a1 a2 a3 a4", "b0 b1 b2 b3 b4")]
+
+
+def test_step_time_from_training_records_never_decides_but_memory_does(tmp_path):
+    """Grid runs are timed under whatever load the machine had; only interleaved A/B decides."""
+    root = tmp_path / "runs"
+    for seed in range(MIN_SEEDS):
+        for arm, speed, memory in (("histogram", 30.0, 900), ("local-infonce", 10.0, 1200)):
+            labels = {"supervision": arm, "seed": seed, "teacher": "patch-kmeans" if arm == "histogram" else "-",
+                      "lambda_hist": 0.01 if arm == "histogram" else 0.0}
+            train = {"steps": 500, "images_per_s": speed + seed * 0.1, "step_time_s": 16 / speed,
+                     "peak_memory_bytes": (memory + seed) * 2**20, "wall_time_s": 60.0, "device": "cpu"}
+            write_record(root, f"{arm}-{seed}", labels=labels, train=train)
+    regenerate(root, tmp_path / "lb")
+    claim = "histogram supervision trains faster and lighter than local supervision"
+    [speed] = _claim(tmp_path / "lb", claim, "images_per_s")
+    assert speed["verdict"] == "undecided" and "not interleaved" in speed["method"]
+    assert speed["ci_low"] and float(speed["ci_low"]) > 0  # the interval is still shown
+    [memory] = _claim(tmp_path / "lb", claim, "peak_memory_mib")
+    assert memory["verdict"] == "supports"
