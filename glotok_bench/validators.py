@@ -30,6 +30,12 @@ def _number(attribute: attrs.Attribute, value: Any) -> float:
     return value
 
 
+def finite(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Not NaN or infinite (None passes: the field is optional)."""
+    if value is not None:
+        _number(attribute, value)
+
+
 def positive(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     """> 0 (None passes: the field is optional)."""
     if value is not None and not _number(attribute, value) > 0:

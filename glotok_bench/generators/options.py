@@ -11,21 +11,15 @@ Torch-free on purpose: run configs import this module.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import attrs
 
 from glotok_bench.errors import ConfigError
-from glotok_bench.validators import FieldValueError, non_negative, positive
+from glotok_bench.validators import FieldValueError, finite, non_negative, positive
 
 CfgSchedule = Literal["constant", "linear"]
 Integrator = Literal["euler", "euler_maruyama"]
-
-
-def _finite(_instance: Any, attribute: attrs.Attribute, value: float | None) -> None:
-    if value is not None and not math.isfinite(value):
-        raise FieldValueError(attribute.name, f"must be a finite number, got {value!r}")
 
 
 def _top_p(_instance: Any, attribute: attrs.Attribute, value: float) -> None:
@@ -38,7 +32,7 @@ class SamplingOptions:
     """Sampling settings; ``None`` fields are the generator's defaults (see :meth:`resolve`)."""
 
     # Classifier-free guidance; 1 is off. None: the preset's (FAR 2.0, xAR-B 2.7, xAR-H 2.2).
-    cfg_scale: float | None = attrs.field(default=None, validator=_finite)
+    cfg_scale: float | None = attrs.field(default=None, validator=finite)
     # "linear" ramps guidance from 1 at the first token (xAR: cell) to cfg_scale at the last.
     cfg_schedule: CfgSchedule | None = None
     # Discrete models: softmax temperature (0 = argmax); xAR: scale of each cell's noise.

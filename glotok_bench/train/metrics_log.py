@@ -62,7 +62,7 @@ class MetricsLog:
         if self.reduce is not None:
             values = self.reduce(values)
         values = values.tolist()  # the single device->host transfer
-        lines, offset = [], 0
+        records, offset = [], 0
         for step, keys, extra in zip(self._steps, self._keys, self._extra, strict=True):
             record = {
                 "step": step,
@@ -76,29 +76,28 @@ class MetricsLog:
             bad = {k: record[k] for k in keys if isinstance(record[k], str)}
             if bad:
                 self.non_finite.append((step, bad))
-            lines.append(json.dumps(record, sort_keys=False))
+            records.append(record)
             self.last = record
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write("\n".join(lines) + "\n")
+                handle.write("".join(f"{json.dumps(record, sort_keys=False)}\n" for record in records))
                 handle.flush()
                 os.fsync(handle.fileno())
             if self.tensorboard:
-                self._write_tensorboard(self._steps[0], lines)
+                self._write_tensorboard(self._steps[0], records)
         self._steps, self._keys, self._values, self._extra = [], [], [], []
         return self.last
 
 
-    def _write_tensorboard(self, first_step: int, lines: list[str]) -> None:
+    def _write_tensorboard(self, first_step: int, records: list[dict[str, Any]]) -> None:
         if self._board is None:
             from torch.utils.tensorboard import SummaryWriter  # slow to import: only when used
 
             # purge_step: after a resume TensorBoard drops the events at or past the first step
             # written again, as truncate_log does for the JSON lines.
             self._board = SummaryWriter(log_dir=str(self.path.parent / TENSORBOARD_DIR), purge_step=first_step)
-        for line in lines:
-            row = json.loads(line)
+        for row in records:
             for key, value in row.items():
                 if key != "step" and isinstance(value, int | float) and not isinstance(value, bool):
                     self._board.add_scalar(key, value, row["step"])
