@@ -156,6 +156,23 @@ def test_lpips_is_zero_for_identical_images_and_differentiable(lpips_files):
     assert not any(p.requires_grad for p in lpips.parameters())
 
 
+def test_lpips_training_dropout_is_unbiased_noise_only_in_train_mode(lpips_files):
+    plain = LPIPS(*lpips_files)
+    dropped = LPIPS(*lpips_files, training_dropout=0.5)
+    x, y = images(2, 32), images(2, 32, seed=1)
+    reference = plain(x, y)
+    assert torch.equal(dropped(x, y), reference)  # built in eval mode: no dropout
+    dropped.train()
+    assert dropped.training and not any(block.training for block in dropped.slices)
+    torch.manual_seed(0)
+    draws = torch.stack([dropped(x, y) for _ in range(200)])
+    assert not torch.equal(draws[0], draws[1])
+    # Inverted dropout keeps the expectation: the mean of the draws is the eval distance.
+    assert torch.allclose(draws.mean(0), reference, rtol=0.05)
+    dropped.eval()
+    assert torch.equal(dropped(x, y), reference)
+
+
 def test_lpips_rejects_files_in_the_wrong_layout(tmp_path, lpips_files):
     bad = tmp_path / "lin.pth"
     torch.save({"lin0.weight": torch.zeros(1, 64, 1, 1)}, bad)

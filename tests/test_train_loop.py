@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import attrs
 import pytest
 import torch
 from torch import nn
@@ -368,8 +369,16 @@ def test_perceptual_loss_runs_from_local_files(tmp_path):
     )
     assert result.perceptual_loss is True and result.losses["perceptual"] > 0
     assert "disc" in result.losses and "gen" in result.losses
+    assert "dropout 0.5 in training" in result.perceptual_note  # LlamaGen's default
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert line["gan"] is True
+    # The trainer puts LPIPS in train mode, so its dropout is live: the same first step
+    # without it logs a different L_P.
+    without = train(TINY, attrs.evolve(loss, lpips_dropout=0.0), config(max_steps=1), dataset(),
+                    run_dir=tmp_path / "no-dropout", registry=REGISTRY)  # fmt: skip
+    assert without.perceptual_note.endswith("dropout 0 in training)")
+    first = [read_log(run / "metrics.jsonl")[0]["perceptual"] for run in (tmp_path / "run", tmp_path / "no-dropout")]
+    assert first[0] != first[1]
 
 
 def test_adaptive_gan_weight_balances_gradient_norms(tmp_path):

@@ -13,7 +13,7 @@ from typing import Literal
 import attrs
 
 from glotok_bench.config import ComponentChoice, component_field
-from glotok_bench.validators import non_negative, positive
+from glotok_bench.validators import non_negative, positive, unit_interval
 
 
 @attrs.frozen(kw_only=True)
@@ -58,6 +58,10 @@ class LossConfig:
     perceptual_weight: float = attrs.field(default=1.0, validator=non_negative)
     vgg_weights: str | None = None  # torchvision vgg16 .pth; None: resolve "vgg16"
     lpips_weights: str | None = None  # lpips vgg.pth linear layers; None: resolve "lpips-vgg"
+    # Dropout on LPIPS's linear-layer inputs while the tokenizer trains. LlamaGen builds
+    # LPIPS with use_dropout=True (p 0.5) and its vq_train.py calls vq_loss.train(), so
+    # L_P is a noisy (unbiased) estimate in training; evaluation LPIPS never drops.
+    lpips_dropout: float = attrs.field(default=0.5, validator=unit_interval)
     adversarial_weight: float = attrs.field(default=0.5, validator=non_negative)
     # Taming's VQGAN rescales L_G by ||grad L_rec+P|| / ||grad L_G|| at the decoder's last
     # layer, which keeps a young discriminator from swamping reconstruction; LlamaGen

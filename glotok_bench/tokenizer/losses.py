@@ -31,7 +31,7 @@ def build_perceptual(config: LossConfig) -> LPIPS | None:
 
     vgg = resolve_weights("vgg16", config.vgg_weights)
     lin = resolve_weights("lpips-vgg", config.lpips_weights)
-    return LPIPS(vgg, lin)
+    return LPIPS(vgg, lin, training_dropout=config.lpips_dropout)
 
 
 def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -102,7 +102,7 @@ def adaptive_weight(nll: torch.Tensor, gan: torch.Tensor, last_layer: torch.Tens
 def describe_perceptual(config: LossConfig, module: Any) -> str:
     """One line for the run record saying whether L_P was used and why not."""
     if module is not None:
-        return "on (LPIPS-VGG from local files)"
+        return f"on (LPIPS-VGG from local files, dropout {config.lpips_dropout:g} in training)"
     if not config.perceptual:
         return "off (config: perceptual = false)"
     return "off (config: perceptual_weight = 0)"

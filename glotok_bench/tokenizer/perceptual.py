@@ -48,10 +48,15 @@ def _load_state(path: Path, what: str) -> dict[str, torch.Tensor]:
 
 
 class LPIPS(nn.Module):
-    """Frozen LPIPS-VGG: (x, y) images [B, 3, H, W] in [-1, 1] -> distance [B]."""
+    """Frozen LPIPS-VGG: (x, y) images [B, 3, H, W] in [-1, 1] -> distance [B].
 
-    def __init__(self, vgg_path: str | Path, lin_path: str | Path):
+    ``training_dropout``: the lpips package's dropout before each linear layer, active only
+    in train mode (as in LlamaGen's training loss); its weights never train.
+    """
+
+    def __init__(self, vgg_path: str | Path, lin_path: str | Path, *, training_dropout: float = 0.0):
         super().__init__()
+        self.training_dropout = training_dropout
         features = _vgg16_features()
         state = _load_state(Path(vgg_path), "VGG16")
         feature_state = {
@@ -83,7 +88,11 @@ class LPIPS(nn.Module):
         self.eval()
 
     def train(self, mode: bool = True) -> LPIPS:
-        return super().train(False)  # always frozen, whatever the trainer's mode
+        # The VGG taps stay in eval mode whatever the trainer's mode; only this module's own
+        # flag follows it, and it switches nothing but the linear-layer dropout.
+        super().train(False)
+        self.training = mode
+        return self
 
     def _features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Channel-normalised activations at the five taps."""
@@ -100,7 +109,10 @@ class LPIPS(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         total = x.new_zeros(x.shape[0])
         for fx, fy, lin in zip(self._features(x), self._features(y), self.lin, strict=True):
-            total = total + F.conv2d((fx - fy).square(), lin.to(fx.dtype)).mean(dim=(1, 2, 3))
+            difference = (fx - fy).square()
+            if self.training and self.training_dropout > 0:
+                difference = F.dropout(difference, self.training_dropout, training=True)
+            total = total + F.conv2d(difference, lin.to(fx.dtype)).mean(dim=(1, 2, 3))
         return total
 
 

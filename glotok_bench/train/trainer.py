@@ -242,6 +242,8 @@ class Trainer(TrainingLoop):
         x = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         use_gan = self.gan_active
         self.model.train()
+        if self.perceptual is not None:
+            self.perceptual.train()  # its training dropout only; see LossConfig.lpips_dropout
         with self._autocast():
             output, semantic = self._forward_model(x)
             fake_logits = None
