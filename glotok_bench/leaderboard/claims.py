@@ -167,7 +167,7 @@ def _groups(claim: Claim, contributions: list[Contribution]) -> dict[tuple, dict
     }
 
 
-def _stats(a: list[float], b: list[float]) -> tuple[float, float, float, float, float]:
+def welch_difference(a: list[float], b: list[float]) -> tuple[float, float, float, float, float]:
     """mean_a, mean_b, diff, ci_low, ci_high (NaN where a spread is needed and absent)."""
     mean_a, mean_b = math.fsum(a) / len(a), math.fsum(b) / len(b)
     diff = mean_a - mean_b
@@ -217,7 +217,7 @@ def claim_rows(claim: Claim, collection: Collection) -> list[dict[str, str]]:
         for va in arms["a"]:
             for vb in arms["b"]:
                 a, b = sorted(va.values.values()), sorted(vb.values.values())
-                mean_a, mean_b, diff, low, high = _stats(a, b)
+                mean_a, mean_b, diff, low, high = welch_difference(a, b)
                 verdict, method = _verdict(m.lower_is_better, len(a), len(b), low, high)
                 if not claim.decides:
                     verdict, method = "undecided", f"{method}; {_NOT_INTERLEAVED}"
