@@ -33,11 +33,9 @@ def append_csv_rows(path: str | Path, rows: Sequence[dict], columns: Sequence[st
 
 def git_commit() -> str:
     """Short hash of the checkout's HEAD, or "unknown" outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_REPO, capture_output=True, text=True)
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
+    from glotok_bench.records import code_revision
+
+    return code_revision()["commit"][:7]
 
 
 def run_child(script: str | Path, args: Sequence[str], *, label: str) -> dict:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import json
 import platform
+import subprocess
 import traceback
 from collections.abc import Iterator
 from importlib import metadata
@@ -39,6 +41,25 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+@functools.cache
+def code_revision() -> dict[str, Any]:
+    """The git commit of the glotok-bench source this process runs, and whether tracked files
+    differ from it, or ``{"commit": "unknown"}`` for an install without its git checkout
+    (then ``versions`` names the release)."""
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / ".git").exists():
+        return {"commit": "unknown"}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, timeout=30)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=checkout,
+                                capture_output=True, text=True, timeout=30)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": "unknown"}
+    if commit.returncode != 0 or not commit.stdout.strip():
+        return {"commit": "unknown"}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
 def new_record(kind: str, *, run_id: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
@@ -49,7 +70,12 @@ def new_record(kind: str, *, run_id: str, config: dict[str, Any] | None = None) 
         "config": config or {},
         "metrics": {},
         "results": {},
-        "environment": {"versions": package_versions(), "host": platform.node(), "platform": platform.platform()},
+        "environment": {
+            "versions": package_versions(),
+            "source": code_revision(),
+            "host": platform.node(),
+            "platform": platform.platform(),
+        },
     }
 
 
