@@ -58,7 +58,9 @@ def test_a_working_folder_is_published_while_it_runs_and_metrics_become_tune_rep
             (work / "tokenizer" / "metrics.jsonl").write_text(
                 '{"step": 1, "rec": 0.5, "gan": false}\n{"step": 2, "rec": 0.25, "gan": false}\n{"step": 3, "re')
             sync.sync()
-            assert reports == [{"tokenizer/rec": 0.25, "tokenizer/step": 2}]
+            # One report per logged step (the line being written waits for the next pass).
+            assert reports == [{"tokenizer/rec": 0.5, "tokenizer/step": 1},
+                               {"tokenizer/rec": 0.25, "tokenizer/step": 2}]
             stored = store.list()
             assert "tokenizer/checkpoints/ckpt-00000004.pt" in stored
             assert "tokenizer/checkpoints/ckpt-00000002.pt" not in stored

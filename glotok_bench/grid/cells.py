@@ -208,7 +208,8 @@ def _run_step(
     if cell.workers > 1 and name in DATA_PARALLEL_STEPS:
         from glotok_bench.grid.parallel import run_data_parallel
 
-        run_data_parallel(cell, config_class, name, steps, swap_prefix(previous, str(work), cell.location))
+        run_data_parallel(cell, config_class, name, steps, swap_prefix(previous, str(work), cell.location),
+                          report=sync.report)
         sync.refresh_from_store()  # rank 0 published its output and the checkpoints later steps read
         marker = work / "steps" / f"{name}.json"
         return swap_prefix(json.loads(marker.read_text(encoding="utf-8")), cell.location, str(work))

@@ -9,9 +9,10 @@ from the last stored checkpoint.
 
 The same thread follows the trainers' ``metrics.jsonl`` logs (written by rank 0 at each
 flush) and, inside a Ray Tune trial, turns each new row into a Tune report, so Tune's
-results, its TensorBoard view and its schedulers see training as it goes. (The trainers
-write their own TensorBoard files beside the log, ``<stage>/tensorboard/``; this thread
-publishes them with the rest of the folder.)
+results, its TensorBoard view and its schedulers see training as it goes, step by step
+(``training_iteration`` counts logged steps, so schedulers compare cells at equal
+progress, not at equal wall time). (The trainers write their own TensorBoard files beside
+the log, ``<stage>/tensorboard/``; this thread publishes them with the rest of the folder.)
 """
 
 from __future__ import annotations
@@ -92,16 +93,13 @@ class CellSync:
         self._seen: dict[str, tuple[int, int]] = {}
         self._last_step: dict[str, int] = {}
         self._stop = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self.errors: list[str] = []
 
     def __enter__(self) -> CellSync:
         self.mark_current()
-        for log in self._logs():  # rows logged before this run were reported then
-            rows = _read_rows(log)
-            if rows:
-                self._last_step[self._stage(log)] = rows[-1]["step"]
+        self._take_logged_rows_as_reported()  # they were, by the run that logged them
         self._thread = threading.Thread(target=self._loop, name="glotok-cell-sync", daemon=True)
         self._thread.start()
         return self
@@ -118,12 +116,14 @@ class CellSync:
             self._seen = {name: _signature(path) for name, path in _published_files(self.work)}
 
     def refresh_from_store(self) -> None:
-        """Bring files that another process published (a data-parallel step's rank 0) here."""
+        """Bring files that another process published (a data-parallel step's rank 0) here.
+        That process reported its logs' rows itself."""
         if self.store.is_local:
             return
-        with self._lock:
+        with self._lock:  # one hold: no pass may publish or report the files half-taken
             self.store.download_dir(self.work, skip=_NOT_DOWNLOADED)
-        self.mark_current()
+            self.mark_current()
+            self._take_logged_rows_as_reported()
 
     def sync(self) -> None:
         with self._lock:
@@ -166,19 +166,23 @@ class CellSync:
         parent = log.parent.relative_to(self.work).as_posix()
         return "run" if parent == "." else parent
 
+    def _take_logged_rows_as_reported(self) -> None:
+        for log in self._logs():
+            rows = _read_rows(log)
+            if rows:
+                self._last_step[self._stage(log)] = rows[-1]["step"]
+
     def _follow_metrics(self) -> None:
-        latest: dict[str, Any] = {}
+        if self.report is None:
+            return
         for log in self._logs():
             stage = self._stage(log)
-            last = self._last_step.get(stage, 0)
-            rows = [row for row in _read_rows(log) if row["step"] > last]
-            if not rows:
-                continue
-            self._last_step[stage] = rows[-1]["step"]
-            latest.update({f"{stage}/{key}": value for key, value in _scalars(rows[-1]).items()})
-            latest[f"{stage}/step"] = rows[-1]["step"]
-        if latest and self.report is not None:
-            self.report(latest)
+            for row in _read_rows(log):
+                if row["step"] > self._last_step.get(stage, 0):
+                    self.report({**{f"{stage}/{key}": value for key, value in _scalars(row).items()},
+                                 f"{stage}/step": row["step"]})
+                    self._last_step[stage] = row["step"]  # a failed report is retried next pass
+
 
 def _read_rows(log: Path) -> list[dict[str, Any]]:
     rows = []
