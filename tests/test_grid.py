@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def fake_train(context):
     CALLS.append(("train", context.cell.cell_id))
     if context.config.fail:
         raise RuntimeError("this cell is configured to fail")
-    return {"results": {"steps": context.config.train.steps}, "labels": {"method": "fake"}}
+    return {"results": {"steps": context.config.train.steps, "cwd": os.getcwd()}, "labels": {"method": "fake"}}
 
 
 def fake_eval(context):
@@ -83,7 +84,7 @@ def test_serial_run_records_failures_without_sinking_the_grid_and_skips_done_cel
     assert failed["error"]["type"] == "RuntimeError" and "configured to fail" in failed["error"]["traceback"]
     ok = [r for r in outcome.records if r["status"] == "ok"]
     assert {r["metrics"]["loss"]["value"] for r in ok} == {1.0, 2.0}
-    assert all(r["labels"]["method"] == "fake" and r["results"]["train"] == {"steps": 2} for r in ok)
+    assert all(r["labels"]["method"] == "fake" and r["results"]["train"]["steps"] == 2 for r in ok)
     calls_before = len(CALLS)
     again = run_grid(grid, runs_root=tmp_path / "runs", executor="serial", config_class=TinyRun,
                      steps=STEPS, echo=lambda _: None)
@@ -133,7 +134,7 @@ def test_an_unreadable_step_marker_reruns_its_step_and_says_which_file(tmp_path)
     with pytest.warns(UserWarning, match=r"steps/train\.json is unreadable"):
         record = run_cell(cell, TinyRun, STEPS)
     assert CALLS == [("train", cell.cell_id), ("eval", cell.cell_id)]
-    assert record["status"] == "ok" and record["results"]["train"] == {"steps": 2}
+    assert record["status"] == "ok" and record["results"]["train"]["steps"] == 2
     assert str(marker) in record["notes"][0]
 
 
@@ -155,7 +156,7 @@ def own_ray_temp(monkeypatch):
 
 
 @pytest.mark.slow
-def test_ray_executor_gives_the_same_records_and_rejects_missing_gpus(tmp_path, own_ray_temp):
+def test_ray_executor_gives_the_same_records_and_rejects_missing_gpus(tmp_path, own_ray_temp, monkeypatch):
     # A dead head's address file: Ray's default would try to join it.
     import socket
 
@@ -170,12 +171,15 @@ def test_ray_executor_gives_the_same_records_and_rejects_missing_gpus(tmp_path, 
     extra = f'[resources]\ncpus = 1\n[runtime_env]\nenv_vars = {{PYTHONPATH = "{tests_dir}"}}'
     grid = write_grid(tmp_path, '"train.lr" = [0.1, 0.2]\nfail = [false, true]', extra)
     lines: list[str] = []
+    monkeypatch.delenv("RAY_CHDIR_TO_TRIAL_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # trials keep it: a relative path in a grid means the same as in serial
     outcome = run_grid(grid, runs_root=tmp_path / "runs", executor="ray", config_class=TinyRun,
                        steps=STEPS, echo=lines.append)
     assert any(f"not joining {dead}" in line and "no Ray head answers" in line for line in lines)
     assert len(outcome.records) == 4
     ok = sorted(r["metrics"]["loss"]["value"] for r in outcome.records if r["status"] == "ok")
     assert ok == [1.0, 2.0]
+    assert {r["results"]["train"]["cwd"] for r in outcome.records if r["status"] == "ok"} == {str(tmp_path)}
     assert all("configured to fail" in r["error"]["traceback"] for r in outcome.failed)
     assert any("2 done / 0 running / 2 failed of 4" in line for line in lines)
 
@@ -186,6 +190,25 @@ def test_ray_executor_gives_the_same_records_and_rejects_missing_gpus(tmp_path, 
         run_grid(gpu_grid, runs_root=tmp_path / "runs", executor="ray", config_class=TinyRun, steps=STEPS,
                  echo=lambda _: None)
     assert time.perf_counter() - started < 30
+
+
+def test_multi_worker_cells_run_only_as_many_at_once_as_their_workers_fit():
+    from glotok_bench.grid.executors import concurrent_cells
+
+    # Each 2-worker cell holds 2 x 1 CPU for its workers and 1 for its trial.
+    assert concurrent_cells({"CPU": 8.0}, cpus=1, gpus=0, workers=2) == 2
+    assert concurrent_cells({"CPU": 64.0, "GPU": 16.0}, cpus=4, gpus=1, workers=8) == 1  # 33 CPUs each
+    assert concurrent_cells({"CPU": 200.0, "GPU": 16.0}, cpus=4, gpus=1, workers=8) == 2
+    assert concurrent_cells({"CPU": 2.0}, cpus=4, gpus=0, workers=1) is None  # Tune packs these itself
+
+
+def test_a_multi_worker_cell_counts_its_trial_cpu_when_checking_the_cluster():
+    from glotok_bench.grid.executors import RayExecutor
+
+    executor = RayExecutor(address=None, cpus=1, gpus=0, max_retries=0, storage="unused", workers=2)
+    executor._check_resources({"CPU": 3.0})
+    with pytest.raises(ConfigError, match=r"asks for 3 CPU\(s\) \(2 workers x 1 \+ 1 for its trial\) .* has 2"):
+        executor._check_resources({"CPU": 2.0})
 
 
 def test_committed_cpu_results_still_match_their_grids():

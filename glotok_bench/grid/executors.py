@@ -119,10 +119,18 @@ class RayExecutor:
         # A multi-worker cell's training runs in Ray Train workers that reserve the cell's
         # resources themselves; the trial only coordinates (and runs evaluation) on one CPU.
         resources = {"cpu": self.cpus, "gpu": self.gpus} if self.workers == 1 else {"cpu": 1, "gpu": 0}
+        # Trials keep the driver's working directory (Tune's default moves them into their
+        # trial folder), so a relative path in a grid means on local Ray what it means to
+        # the serial executor. On other nodes it still needs the same path there.
+        os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
             param_space={"cell": tune.grid_search(list(by_id.values()))},
-            tune_config=tune.TuneConfig(reuse_actors=False),
+            tune_config=tune.TuneConfig(
+                reuse_actors=False,
+                max_concurrent_trials=concurrent_cells(ray.cluster_resources(), cpus=self.cpus, gpus=self.gpus,
+                                                       workers=self.workers),
+            ),
             run_config=tune.RunConfig(
                 name=f"grid-{cells[0].grid}" if cells else "grid",
                 storage_path=self.storage,
@@ -152,14 +160,40 @@ class RayExecutor:
 
     def _check_resources(self, available: dict[str, float]) -> None:
         """Fail now rather than let Ray wait forever for resources the cluster lacks."""
-        for key, wanted in (("CPU", self.cpus * self.workers), ("GPU", self.gpus * self.workers)):
+        for key, wanted in cell_demand(cpus=self.cpus, gpus=self.gpus, workers=self.workers).items():
             have = available.get(key, 0.0)
             if wanted > have:
                 where = f"the Ray cluster at {self.address}" if self.address else "this machine's local Ray"
+                per_worker = self.cpus if key == "CPU" else self.gpus
+                split = "" if self.workers == 1 else (
+                    f" ({self.workers} workers x {per_worker:g}{' + 1 for its trial' if key == 'CPU' else ''})"
+                )
                 raise ConfigError(
-                    f"each grid cell asks for {wanted:g} {key}(s) but {where} has {have:g}; "
+                    f"each grid cell asks for {wanted:g} {key}(s){split} but {where} has {have:g}; "
                     f"lower [resources] {key.lower()}s in the grid file or use another cluster"
                 )
+
+
+def concurrent_cells(available: dict[str, float], *, cpus: float, gpus: float, workers: int) -> int | None:
+    """How many multi-worker cells may run at once (None: no limit; Tune packs one-process
+    cells by their own resources).
+
+    A multi-worker trial holds one CPU while its Ray Train workers ask for theirs later;
+    unchecked, Tune starts more trials than their workers fit, and the extra cells fail when
+    Ray Train's start times out. Counts the cluster as it is now (no autoscaling).
+    """
+    if workers == 1:
+        return None
+    demand = cell_demand(cpus=cpus, gpus=gpus, workers=workers)
+    fits = [int(available.get(key, 0.0) // wanted) for key, wanted in demand.items() if wanted > 0]
+    return max(1, min(fits))
+
+
+def cell_demand(*, cpus: float, gpus: float, workers: int) -> dict[str, float]:
+    """What one running cell holds: its own resources, or its workers' plus the trial's CPU."""
+    if workers == 1:
+        return {"CPU": cpus, "GPU": gpus}
+    return {"CPU": cpus * workers + 1, "GPU": gpus * workers}
 
 
 def _read_cell_record(cell: Cell) -> dict[str, Any]:
