@@ -192,6 +192,24 @@ def test_ray_executor_gives_the_same_records_and_rejects_missing_gpus(tmp_path, 
     assert time.perf_counter() - started < 30
 
 
+@pytest.mark.slow
+def test_the_serial_executor_gives_multi_worker_cells_the_grids_runtime_env(tmp_path, own_ray_temp):
+    import ray
+
+    def eval_in_driver(context):
+        # Ray Train's workers inherit the job's runtime environment, which this reads.
+        env_vars = ray.get_runtime_context().runtime_env.get("env_vars", {})
+        return {"metrics": {"loss": {"value": float(env_vars.get("GLOTOK_TEST_MARK", "nan")), "protocol": {}}}}
+
+    (tmp_path / "base.toml").write_text('name = "tiny"\n')
+    grid = tmp_path / "grid.toml"
+    grid.write_text('name = "g"\nbase = "base.toml"\nsteps = ["eval"]\n'
+                    '[resources]\nworkers = 2\n[runtime_env]\nenv_vars = {GLOTOK_TEST_MARK = "7"}\n')  # fmt: skip
+    outcome = run_grid(grid, runs_root=tmp_path / "runs", executor="serial", config_class=TinyRun,
+                       steps={"eval": eval_in_driver}, echo=lambda _: None)  # fmt: skip
+    assert [r["metrics"]["loss"]["value"] for r in outcome.records] == [7.0]
+
+
 def test_multi_worker_cells_run_only_as_many_at_once_as_their_workers_fit():
     from glotok_bench.grid.executors import concurrent_cells
 

@@ -55,7 +55,17 @@ def _short_labels(cell: Cell) -> str:
 class SerialExecutor:
     name = "serial"
 
+    def __init__(self, *, runtime_env: dict[str, Any] | None = None):
+        self.runtime_env = runtime_env or {}
+
     def run(self, cells: Sequence[Cell], run_cell: CellRunner, progress: Progress) -> list[dict[str, Any]]:
+        if any(cell.workers > 1 for cell in cells):
+            # Multi-worker cells train on Ray Train even here: its workers get the grid's
+            # runtime environment (plugins, variables) as Ray trials would.
+            import ray
+
+            if not ray.is_initialized():
+                ray.init(address="local", **_ray_init_options(self.runtime_env))
         records = []
         for cell in cells:
             progress.started(cell)
@@ -84,9 +94,7 @@ class RayExecutor:
         from ray import tune
 
         if not ray.is_initialized():
-            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if self.runtime_env:
-                options["runtime_env"] = self.runtime_env
+            options = _ray_init_options(self.runtime_env)
             if self.address:
                 ray.init(address=self.address, **options)
             else:
@@ -172,6 +180,13 @@ class RayExecutor:
                     f"each grid cell asks for {wanted:g} {key}(s){split} but {where} has {have:g}; "
                     f"lower [resources] {key.lower()}s in the grid file or use another cluster"
                 )
+
+
+def _ray_init_options(runtime_env: dict[str, Any]) -> dict[str, Any]:
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if runtime_env:
+        options["runtime_env"] = runtime_env
+    return options
 
 
 def concurrent_cells(available: dict[str, float], *, cpus: float, gpus: float, workers: int) -> int | None:

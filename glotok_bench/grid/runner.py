@@ -54,7 +54,7 @@ def run_grid(
     if not pending:
         records = []
     elif executor == "serial":
-        records = SerialExecutor().run(pending, runner, progress)
+        records = SerialExecutor(runtime_env=spec.runtime_env).run(pending, runner, progress)
     elif executor == "ray":
         ray_executor = RayExecutor(
             address=address, cpus=spec.cpus, gpus=spec.gpus, max_retries=spec.max_retries,
