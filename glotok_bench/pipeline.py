@@ -141,14 +141,18 @@ def train_tokenizer(config: RunConfig, run_dir: Path, *, resume: bool = True) ->
 
 
 def evaluate_tokenizer_checkpoint(
-    config: RunConfig, checkpoint: str | Path, out_dir: Path, *, weights: str = "ema"
+    config: RunConfig, checkpoint: str | Path, out_dir: Path, *, weights: str = "ema",
+    loaded: tuple[Any, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """``loaded``: what ``load_tokenizer(checkpoint, weights=weights)`` returned, for a
+    caller that has read the file already (a peer file is too big to read twice)."""
     from glotok_bench.device import pick_device
     from glotok_bench.eval.evaluator import run_evaluation
     from glotok_bench.tokenizer.checkpoint import load_tokenizer
 
     device = pick_device(config.device)
-    tokenizer, _payload = load_tokenizer(checkpoint, weights=weights, device=device)
+    tokenizer, _payload = loaded or load_tokenizer(checkpoint, weights=weights)
+    tokenizer = tokenizer.to(device)
     # The images are prepared at the checkpoint's own resolution (a peer file brings its own).
     config = attrs.evolve(config, tokenizer=tokenizer.config)
     dataset = build_dataset(config, config.data.eval_split, train=False)

@@ -534,3 +534,43 @@ tsne_iterations = 250
     for family, path in (("LlamaGen", llamagen), ("FQGAN-Dual", fqgan)):
         row = measured[measured["method"] == family]
         assert len(row) == 1 and file_sha256(path) in row.iloc[0]["other_labels"]
+
+
+def test_evaluating_a_peer_file_reads_it_once(tmp_path, monkeypatch):
+    """Released peer files are 0.3-1 GB: the eval command learns the config and the weights
+    from one read of the file, still through the weights-only loader, and hashes it once."""
+    from click.testing import CliRunner
+
+    import glotok_bench.eval.evaluator as evaluator
+    import glotok_bench.pipeline as pipeline
+    import glotok_bench.tokenizer.checkpoint as checkpoint
+    import glotok_bench.weights as weights
+    from glotok_bench.cli import cli
+
+    path = save_like_their_trainer(tmp_path / "llamagen.pt", llamagen_state())
+    reads, hashed, evaluated = [], [], []
+    safe_read, sha256 = checkpoint.torch_load_weights_only, weights.file_sha256
+
+    def counted_read(file, **kwargs):
+        reads.append(Path(file))
+        return safe_read(file, **kwargs)
+
+    def counted_sha256(file, *args, **kwargs):
+        hashed.append(Path(file))
+        return sha256(file, *args, **kwargs)
+
+    def evaluation(tokenizer, dataset, options, **kwargs):
+        evaluated.append(tokenizer.config)
+        return evaluator.EvalResult(metrics={}, info={})
+
+    monkeypatch.setattr(checkpoint, "torch_load_weights_only", counted_read)
+    monkeypatch.setattr(weights, "file_sha256", counted_sha256)
+    # The data and the metrics are not what this test is about.
+    monkeypatch.setattr(pipeline, "build_dataset", lambda config, split, **kwargs: [])
+    monkeypatch.setattr(evaluator, "run_evaluation", evaluation)
+    result = CliRunner().invoke(cli, ["eval", str(path), "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert reads == [path] and hashed == [path]
+    record = json.loads((tmp_path / "eval" / "record.json").read_text())
+    assert record["labels"]["family"] == "LlamaGen"
+    assert record["config"]["tokenizer"]["resolution"] == RES == evaluated[0].resolution

@@ -67,6 +67,30 @@ def test_resolution_must_fit_the_downsampling():
         ConvAutoencoder(ConvAutoencoder.Config(), resolution=200)
 
 
+@pytest.mark.parametrize("quantizer", ["dual", "vq"])
+def test_a_transformer_adapter_for_another_token_grid_is_refused_when_the_model_is_built(quantizer):
+    from glotok_bench.tokenizer.adapters import AdapterConfig
+
+    config = tiny_config(quantizer, head="none")  # 16 px at 2x down: an 8x8 token grid
+
+    def with_adapter(grid_size):
+        adapter = AdapterConfig(kind="transformer", depth=1, heads=2, grid_size=grid_size, head_channels=8)
+        return attrs.evolve(
+            config,
+            autoencoder=ComponentChoice("vqgan-conv", attrs.evolve(config.autoencoder.config, encoder_output="trunk")),
+            quantizer=ComponentChoice(quantizer, attrs.evolve(config.quantizer.config, adapter=adapter)),
+        )
+
+    with pytest.raises(ConfigError) as refused:
+        build_tokenizer(with_adapter(16), registry=REGISTRY)
+    assert str(refused.value) == (
+        "tokenizer.quantizer.adapter.grid_size = 16, but tokenizer.resolution = 16 at the autoencoder's "
+        "2x downsampling gives a token grid of 8x8; set adapter.grid_size = 8 or resolution = 32"
+    )
+    with torch.no_grad():
+        assert build_tokenizer(with_adapter(8), registry=REGISTRY)(images()).reconstruction.shape == (2, 3, 16, 16)
+
+
 def test_dual_tokenizer_shapes_and_branch_order():
     torch.manual_seed(0)
     model = build_tokenizer(tiny_config(), registry=REGISTRY)

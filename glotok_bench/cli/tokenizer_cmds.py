@@ -55,13 +55,20 @@ def _config_for_checkpoint(checkpoint: Path, config_path: Path | None, overrides
 def eval_command(checkpoint: Path, data: str | None, split: str | None, config_path: Path | None,
                  overrides: tuple[str, ...], weights: str, out: Path | None) -> None:
     """Evaluate a tokenizer CHECKPOINT: rFID, IS, PSNR, SSIM, LPIPS, usage, uniformity, Fig. 4."""
+    import attrs
+
     from glotok_bench.pipeline import evaluate_tokenizer_checkpoint
     from glotok_bench.records import record_job
+    from glotok_bench.tokenizer.checkpoint import load_tokenizer
 
-    config = _config_for_checkpoint(checkpoint, config_path, data_overrides(data, split) + overrides)
+    config = load_run_config(config_path, data_overrides(data, split) + overrides)
+    # One read of the file (a peer's is 0.3-1 GB) gives the record its tokenizer config and
+    # the job its weights; the job moves them to the configured device.
+    loaded = load_tokenizer(checkpoint, weights=weights)
+    config = attrs.evolve(config, tokenizer=loaded[0].config)
     out = out or checkpoint.resolve().parent.parent / "eval"
-    record = record_job("eval", out, config,
-                        lambda: evaluate_tokenizer_checkpoint(config, checkpoint, out, weights=weights))
+    record = record_job("eval", out, config, lambda: evaluate_tokenizer_checkpoint(
+        config, checkpoint, out, weights=weights, loaded=loaded))
     for name, metric in sorted(record["metrics"].items()):
         value = metric.get("value")
         if isinstance(value, int | float):

@@ -35,6 +35,10 @@ class AdapterConfig:
     head_channels: int = 256  # width of the per-branch 3x3 conv (FQGAN: the z channels)
     norm_groups: int = 32
 
+    def token_grid(self) -> int | None:
+        """The token grid side this adapter is built for, or None when any grid will do."""
+        return self.grid_size if self.kind == "transformer" else None
+
 
 class TransformerBlock(nn.Module):
     """Pre-LN residual block: x + attn(ln_1(x)); x + mlp(ln_2(x)). Tokens [B, L, width]."""
@@ -72,8 +76,7 @@ class TransformerAdapter(nn.Module):
         if h * w != self.positional_embedding.shape[0]:
             raise ValueError(
                 f"the transformer adapter has a positional embedding for a {self.grid_size}x"
-                f"{self.grid_size} token grid, got {h}x{w} (set adapter.grid_size = resolution / "
-                "downsampling)"
+                f"{self.grid_size} token grid, got {h}x{w}: are the images at the tokenizer's resolution?"
             )
         tokens = x.flatten(2).transpose(1, 2) + self.positional_embedding.to(x.dtype)
         tokens = self.ln_pre(tokens)

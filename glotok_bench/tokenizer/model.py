@@ -87,6 +87,7 @@ class Tokenizer(nn.Module):
             # quantizer wider features than its decoder takes back.
             in_channels=getattr(self.autoencoder, "encoder_channels", self.autoencoder.z_channels),
         )
+        _check_token_grid(config, getattr(self.quantizer, "token_grid", None), self.autoencoder.grid_size)
         self.residual_heads = nn.ModuleDict(
             {
                 name: registry.create(
@@ -216,6 +217,20 @@ class Tokenizer(nn.Module):
 def build_tokenizer(config: TokenizerConfig, *, registry: Registry | None = None) -> Tokenizer:
     """Build a :class:`Tokenizer`; bad component settings raise :class:`ConfigError`."""
     return Tokenizer(config, registry=registry)
+
+
+def _check_token_grid(config: TokenizerConfig, quantizer_grid: int | None, autoencoder_grid: int) -> None:
+    # A transformer adapter's positional embedding fits one token grid; unchecked, a wrong
+    # grid_size surfaces only as a shape error in the first forward pass.
+    if quantizer_grid is None or quantizer_grid == autoencoder_grid:
+        return
+    raise ConfigError(
+        f"tokenizer.quantizer.adapter.grid_size = {quantizer_grid}, but tokenizer.resolution = "
+        f"{config.resolution} at the autoencoder's {config.resolution // autoencoder_grid}x "
+        f"downsampling gives a token grid of {autoencoder_grid}x{autoencoder_grid}; "
+        f"set adapter.grid_size = {autoencoder_grid} or resolution = "
+        f"{quantizer_grid * (config.resolution // autoencoder_grid)}"
+    )
 
 
 def tokenizer_config_from_dict(

@@ -207,7 +207,11 @@ class Codebook(nn.Module):
 
 
 class BranchedQuantizer(nn.Module):
-    """Shared implementation: per branch an adapter and a codebook. Context: ``in_channels``."""
+    """Shared implementation: per branch an adapter and a codebook. Context: ``in_channels``.
+
+    ``token_grid``: the token grid side the adapters are built for (None: any), which the
+    :class:`~glotok_bench.tokenizer.model.Tokenizer` checks against its autoencoder's.
+    """
 
     def __init__(
         self,
@@ -242,6 +246,7 @@ class BranchedQuantizer(nn.Module):
         self.code_dims = {branch: code_dim for branch in branches}
         self.codebook_sizes = dict(branches)
         self.out_channels = code_dim * len(branches)
+        self.token_grid = adapter.token_grid()
         self.adapters = nn.ModuleDict(
             {b: build_adapter(adapter, in_channels=in_channels, code_dim=code_dim) for b in branches}
         )

@@ -15,14 +15,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
 import torch
 
 from glotok_bench.config import ComponentChoice
 from glotok_bench.errors import CheckpointError
 from glotok_bench.registry import Registry
 from glotok_bench.tokenizer.adapters import AdapterConfig
-from glotok_bench.tokenizer.config import TokenizerConfig
+from glotok_bench.tokenizer.peers.base import PeerFormat, conv_tokenizer
 from glotok_bench.tokenizer.peers.llamagen import peer_resolution
 from glotok_bench.tokenizer.peers.mapping import (
     StateMapper,
@@ -62,17 +61,10 @@ def adapter_config(state: Mapping[str, torch.Tensor], source: str) -> AdapterCon
     )
 
 
-class FQGANDualFormat:
+class FQGANDualFormat(PeerFormat):
     """The ``fqgan-dual`` tokenizer format. Context: none."""
 
     family = "FQGAN-Dual"
-
-    @attrs.frozen(kw_only=True)
-    class Config:
-        pass
-
-    def __init__(self, config: Config | None = None):
-        self.config = config or self.Config()
 
     def detect(self, state: Mapping[str, torch.Tensor]) -> bool:
         return {
@@ -84,9 +76,7 @@ class FQGANDualFormat:
         self, state: Mapping[str, torch.Tensor], args: Mapping[str, Any], *, source: str,
         registry: Registry | None = None,
     ) -> torch.nn.Module:
-        from glotok_bench.tokenizer.model import Tokenizer
         from glotok_bench.tokenizer.quantizers import DualQuantizer
-        from glotok_bench.tokenizer.residual import NoResidualHead
 
         autoencoder = conv_autoencoder_config(state, source, trunk_only=True)
         adapter = adapter_config(state, source)
@@ -110,13 +100,7 @@ class FQGANDualFormat:
             beta=float(args.get("commit_loss_beta", 0.25)),
             adapter=adapter,
         )
-        config = TokenizerConfig(
-            resolution=resolution,
-            autoencoder=ComponentChoice("vqgan-conv", autoencoder),
-            quantizer=ComponentChoice("dual", quantizer),
-            residual_head=ComponentChoice("none", NoResidualHead.Config()),
-        )
-        tokenizer = Tokenizer(config, registry=registry)
+        tokenizer = conv_tokenizer(resolution, autoencoder, ComponentChoice("dual", quantizer), registry)
         map_conv_autoencoder(mapper, autoencoder)
         for suffix, head, branch in BRANCHES:
             src, dst = f"encoder.{head}.0", f"quantizer.adapters.{branch}"

@@ -12,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
 import torch
 
 from glotok_bench.config import ComponentChoice
 from glotok_bench.errors import CheckpointError
 from glotok_bench.registry import Registry
-from glotok_bench.tokenizer.config import TokenizerConfig
+from glotok_bench.tokenizer.peers.base import PeerFormat, conv_tokenizer
 from glotok_bench.tokenizer.peers.mapping import (
     StateMapper,
     conv_autoencoder_config,
@@ -38,17 +37,10 @@ def peer_resolution(args: Mapping[str, Any], downsampling: int, source: str) -> 
     return resolution
 
 
-class LlamaGenFormat:
+class LlamaGenFormat(PeerFormat):
     """The ``llamagen`` tokenizer format. Context: none."""
 
     family = "LlamaGen"
-
-    @attrs.frozen(kw_only=True)
-    class Config:
-        pass
-
-    def __init__(self, config: Config | None = None):
-        self.config = config or self.Config()
 
     def detect(self, state: Mapping[str, torch.Tensor]) -> bool:
         return {"quant_conv.weight", "quantize.embedding.weight", "encoder.conv_out.weight"} <= state.keys()
@@ -57,9 +49,7 @@ class LlamaGenFormat:
         self, state: Mapping[str, torch.Tensor], args: Mapping[str, Any], *, source: str,
         registry: Registry | None = None,
     ) -> torch.nn.Module:
-        from glotok_bench.tokenizer.model import Tokenizer
         from glotok_bench.tokenizer.quantizers import VectorQuantizer
-        from glotok_bench.tokenizer.residual import NoResidualHead
 
         autoencoder = conv_autoencoder_config(state, source, trunk_only=False)
         size, dim = StateMapper(state, source).get("quantize.embedding.weight").shape
@@ -69,13 +59,8 @@ class LlamaGenFormat:
             distance="cosine" if args.get("codebook_l2_norm", True) else "euclidean",
             beta=float(args.get("commit_loss_beta", 0.25)),
         )
-        config = TokenizerConfig(
-            resolution=peer_resolution(args, 2 ** (len(autoencoder.channel_multipliers) - 1), source),
-            autoencoder=ComponentChoice("vqgan-conv", autoencoder),
-            quantizer=ComponentChoice("vq", quantizer),
-            residual_head=ComponentChoice("none", NoResidualHead.Config()),
-        )
-        tokenizer = Tokenizer(config, registry=registry)
+        resolution = peer_resolution(args, 2 ** (len(autoencoder.channel_multipliers) - 1), source)
+        tokenizer = conv_tokenizer(resolution, autoencoder, ComponentChoice("vq", quantizer), registry)
         mapper = StateMapper(state, source)
         map_conv_autoencoder(mapper, autoencoder)
         mapper.copy("quant_conv", "quantizer.adapters.codes")
