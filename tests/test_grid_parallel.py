@@ -1,12 +1,14 @@
 """Cells with 2 workers train data-parallel through Ray Train (gloo on CPU) and match the
 same cells trained in one process, as the torchrun test does for hand-started runs: the
 tokenizer with the cells in a local folder, the generator with the cells in S3 (a local
-moto server), where a worker's files reach the driver only through the store. Each
-2-worker cell reports every logged step to its Tune trial, and one whose first attempt
-fails after a checkpoint resumes from its stored checkpoint when the grid retries it."""
+moto server), where a worker's files reach the driver only through the store and the
+workers on one node share one copy of the cell. Each 2-worker cell reports every logged
+step to its Tune trial, and one whose first attempt fails after a checkpoint resumes from
+its stored checkpoint when the grid retries it."""
 
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 import tempfile
@@ -81,6 +83,9 @@ def tiny_generator_step(context):
     torch.set_num_threads(1)
     run_dir = context.run_dir / "generator"
     first_attempt = not any((run_dir / "checkpoints").glob("ckpt-*.pt"))
+    tokens = Path(context.previous["tokenize"]["results"]["tokens"])
+    with open(f"{context.config.journal}.copies", "a", encoding="utf-8") as copies:  # the copy this rank reads
+        copies.write(f"{context.cell.cell_id} first={first_attempt} {tokens.stat().st_ino}\n")
 
     def fail_once(step, _trainer):
         if first_attempt and step == context.config.crash_at:
@@ -221,6 +226,9 @@ def test_two_worker_generator_cells_in_s3_report_to_tune_and_resume_exactly(tmp_
     # Nothing finished was done again: the token step ran once in each cell.
     journal = (tmp_path / "gen-2.journal").read_text().split()
     assert sorted(journal) == sorted(record["run_id"] for record in records.values())
+    # In each of the three attempts both workers (on one node) read one copy of the cell.
+    copies = collections.Counter((tmp_path / "gen-2.journal.copies").read_text().splitlines())
+    assert sorted(copies.values()) == [2, 2, 2], copies
 
     # Rank 0's metrics reached each cell's trial, one Tune row per logged step: the retried
     # cell's first attempt (a trial process of its own) reported the steps it ran before it

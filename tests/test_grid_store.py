@@ -10,6 +10,7 @@ import pytest
 
 from glotok_bench.grid.publish import CellSync, workspace
 from glotok_bench.store import open_store
+from glotok_bench.train.metrics_log import truncate_log
 
 
 def test_local_locations_become_absolute_folders_and_uris_stay_uris(tmp_path, monkeypatch):
@@ -61,6 +62,16 @@ def test_a_working_folder_is_published_while_it_runs_and_metrics_become_tune_rep
             # One report per logged step (the line being written waits for the next pass).
             assert reports == [{"tokenizer/rec": 0.5, "tokenizer/step": 1},
                                {"tokenizer/rec": 0.25, "tokenizer/step": 2}]
+            with open(work / "tokenizer" / "metrics.jsonl", "a") as log:
+                log.write('c": 0.125}\n{"step": 4, "rec": 0.0625}\n')
+            sync.sync()
+            # A resume from step 3 cuts the log back and logs step 4 again: reported once.
+            truncate_log(work / "tokenizer" / "metrics.jsonl", 3)
+            with open(work / "tokenizer" / "metrics.jsonl", "a") as log:
+                log.write('{"step": 4, "rec": 0.0625}\n{"step": 5, "rec": 0.03125}\n')
+            sync.sync()
+            assert [(report["tokenizer/step"], report["tokenizer/rec"]) for report in reports] == [
+                (1, 0.5), (2, 0.25), (3, 0.125), (4, 0.0625), (5, 0.03125)]
             stored = store.list()
             assert "tokenizer/checkpoints/ckpt-00000004.pt" in stored
             assert "tokenizer/checkpoints/ckpt-00000002.pt" not in stored

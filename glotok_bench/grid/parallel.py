@@ -9,12 +9,15 @@ each rank trains on a slice of every global batch and rank 0 alone writes the lo
 checkpoints. Exact resume is the trainers' own: every rank restores the newest stored
 checkpoint.
 
-Each worker works in its own node-local folder filled from the store (every rank needs
-the checkpoint to resume from); rank 0 publishes its folder to the store, as a one-process
-cell does, also when the step fails: Ray Train ends every worker as soon as one fails, so
-the other ranks of a failed step wait for rank 0 to have published before they fail too,
-and the retry resumes from the last checkpoint written. With a local store (one machine,
-or a shared mount) all ranks work in the cell's folder itself.
+The workers on a node share one node-local folder, filled from the store by the first of
+them while the others wait (every rank needs the checkpoint to resume from, and the token
+set to train on). Rank 0 alone writes in it, as the trainers do anywhere; the checkpoints
+it writes and rotates out cannot disturb another rank's restore, which is over before the
+first step, a collective of all ranks. Rank 0 publishes its folder to the store, as a
+one-process cell does, also when the step fails: Ray Train ends every worker as soon as
+one fails, so the other ranks of a failed step wait for rank 0 to have published before
+they fail too, and the retry resumes from the last checkpoint written. With a local store
+(one machine, or a shared mount) all ranks work in the cell's folder itself.
 
 Metrics reach the cell's Tune trial as a one-process cell's do, one report per logged
 step: with a local store the trial follows rank 0's log in the shared folder; otherwise
@@ -29,10 +32,12 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from glotok_bench.grid.publish import Report
 from glotok_bench.grid.spec import Cell
+from glotok_bench.store import Store
 
 # How long the other ranks of a failed step wait for rank 0 to publish. Rank 0 may instead
 # be stuck in a collective with a rank that failed alone: then this delays the failure.
@@ -125,6 +130,28 @@ def _relayed_to(report: Report) -> Iterator[Any]:
             relay.join()
 
 
+@contextlib.contextmanager
+def _node_workspace(store: Store, cell: Cell, context: Any) -> Iterator[Path]:
+    """This worker's working folder: with a local store the cell's folder itself, else one
+    folder a node, which the node's first worker fills from the store and removes once
+    every worker is done, so a node keeps one copy of the cell (checkpoints, token sets),
+    not one a worker. Every worker waits at the same two barriers; one that fails (its
+    download included) leaves the others waiting until Ray Train ends them, as a failed
+    step does."""
+    from glotok_bench.device import barrier
+    from glotok_bench.grid.publish import scratch_root, workspace
+
+    name = f"{cell.grid}/{cell.cell_id}.node-{context.get_node_rank()}"
+    if store.is_local or context.get_local_rank() == 0:
+        folder = workspace(store, name)
+    else:
+        folder = contextlib.nullcontext(scratch_root() / name)
+    with folder as work:
+        barrier()  # filled before any worker reads it
+        yield work
+        barrier()  # read by all before it is removed
+
+
 def _worker_loop(params: dict[str, Any]) -> None:
     import ray.train
     from ray.util.queue import Empty
@@ -132,7 +159,7 @@ def _worker_loop(params: dict[str, Any]) -> None:
     from glotok_bench.atomic import atomic_write_json
     from glotok_bench.config import structure
     from glotok_bench.grid.cells import StepContext, resolve_step, swap_prefix
-    from glotok_bench.grid.publish import CellSync, workspace
+    from glotok_bench.grid.publish import CellSync
     from glotok_bench.store import open_store
 
     cell: Cell = params["cell"]
@@ -141,9 +168,12 @@ def _worker_loop(params: dict[str, Any]) -> None:
     store = open_store(cell.location)
     reports, published = params["reports"], params["published"]
     try:
-        with workspace(store, f"{cell.grid}/{cell.cell_id}.rank-{rank}") as work, \
-                (CellSync(work, store, report=None if reports is None else reports.put) if rank == 0
-                 else contextlib.nullcontext()):
+        with contextlib.ExitStack() as stack:
+            work = stack.enter_context(_node_workspace(store, cell, context))
+            if rank == 0:
+                if published is not None:  # runs once the sync below has published all
+                    stack.callback(_announce_published, published, context.get_world_size() - 1)
+                stack.enter_context(CellSync(work, store, report=None if reports is None else reports.put))
             config = structure(params["config_class"], cell.config, source=f"cell {cell.cell_id}")
             previous = swap_prefix(params["previous"], store.location, str(work))
             output = resolve_step(params["step"], params["steps"])(StepContext(cell, config, work, previous))
@@ -155,7 +185,10 @@ def _worker_loop(params: dict[str, Any]) -> None:
             with contextlib.suppress(Empty):
                 published.get(timeout=PUBLISH_WAIT_S)
         raise
-    finally:
-        if rank == 0 and published is not None:  # all it wrote is in the store now
-            for _ in range(context.get_world_size() - 1):
-                published.put(None)
+
+
+def _announce_published(published: Any, waiting: int) -> None:
+    # Before rank 0 waits at the node folder's last barrier: a rank that failed waits for
+    # this, not for that barrier, before it fails.
+    for _ in range(waiting):
+        published.put(None)

@@ -8,17 +8,16 @@ mid-cell loses at most one sync interval, and whichever node reruns the cell res
 from the last stored checkpoint.
 
 The same thread follows the trainers' ``metrics.jsonl`` logs (written by rank 0 at each
-flush) and, inside a Ray Tune trial, turns each new row into a Tune report, so Tune's
-results, its TensorBoard view and its schedulers see training as it goes, step by step
-(``training_iteration`` counts logged steps, so schedulers compare cells at equal
-progress, not at equal wall time). (The trainers write their own TensorBoard files beside
+flush; a pass reads only what was appended since the last) and, inside a Ray Tune trial,
+turns each new row into a Tune report, so Tune's results, its TensorBoard view and its
+schedulers see training as it goes, step by step (``training_iteration`` counts logged
+steps, so schedulers compare cells at equal progress, not at equal wall time). (The trainers write their own TensorBoard files beside
 the log, ``<stage>/tensorboard/``; this thread publishes them with the rest of the folder.)
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -29,6 +28,7 @@ from typing import Any
 
 from glotok_bench.runlock import LOCK_NAME
 from glotok_bench.store import Store
+from glotok_bench.train.metrics_log import LogTail
 
 RECORD_NAME = "record.json"
 METRICS_FILE = "metrics.jsonl"
@@ -92,6 +92,7 @@ class CellSync:
         self.interval_s = float(os.environ.get(SYNC_INTERVAL_ENV, 15)) if interval_s is None else interval_s
         self._seen: dict[str, tuple[int, int]] = {}
         self._last_step: dict[str, int] = {}
+        self._tails: dict[str, LogTail] = {}
         self._stop = threading.Event()
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
@@ -167,37 +168,22 @@ class CellSync:
         return "run" if parent == "." else parent
 
     def _take_logged_rows_as_reported(self) -> None:
-        for log in self._logs():
-            rows = _read_rows(log)
-            if rows:
-                self._last_step[self._stage(log)] = rows[-1]["step"]
+        # Fresh tails: the files may have been replaced (downloaded) since the last read.
+        self._tails = {self._stage(log): LogTail(log) for log in self._logs()}
+        for stage, tail in self._tails.items():
+            for row in tail.new_rows():
+                self._last_step[stage] = row["step"]
 
     def _follow_metrics(self) -> None:
         if self.report is None:
             return
         for log in self._logs():
             stage = self._stage(log)
-            for row in _read_rows(log):
+            for row in self._tails.setdefault(stage, LogTail(log)).new_rows():
                 if row["step"] > self._last_step.get(stage, 0):
                     self.report({**{f"{stage}/{key}": value for key, value in _scalars(row).items()},
                                  f"{stage}/step": row["step"]})
                     self._last_step[stage] = row["step"]  # a failed report is retried next pass
-
-
-def _read_rows(log: Path) -> list[dict[str, Any]]:
-    rows = []
-    try:
-        text = log.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return rows
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # the line being written right now
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
-            rows.append(row)
-    return rows
 
 
 def _scalars(row: dict[str, Any]) -> dict[str, float]:
