@@ -65,6 +65,18 @@ def test_verdicts_follow_the_interval_and_need_five_seeds(tmp_path):
     assert row["ci_low"] and row["ci_high"]  # the interval is still reported
 
 
+def test_a_second_run_of_a_seed_does_not_count_as_another_seed(tmp_path):
+    hist, none = [7.0, 7.2, 7.1, 6.9], [8.0, 8.3, 8.1, 7.9, 8.2]
+    _arms(tmp_path / "runs", hist, none)
+    # Seed 0 of the histogram arm again, under another run id (e.g. the demo grid's copy).
+    write_record(tmp_path / "runs", "again-h0", labels={**HIST, "seed": 0}, metrics=recon_metrics(hist[0]))
+    regenerate(tmp_path / "runs", tmp_path / "lb")
+    [row] = _claim(tmp_path / "lb", TABLE4, SFID)
+    assert (row["n_a"], row["verdict"]) == ("4", "undecided") and "fewer than" in row["method"]
+    assert row["run_ids_a"] == "again-h0 h0 h1 h2 h3"
+    assert float(row["mean_a"]) == pytest.approx(sum(hist) / 4, abs=1e-3)
+
+
 def test_arms_pair_only_under_one_protocol_and_claims_without_runs_still_get_a_row(tmp_path):
     root = tmp_path / "runs"
     _arms(root, [7.0] * 5, [8.0] * 5)

@@ -331,6 +331,18 @@ def test_grid_axis_labels_and_copied_runs(tmp_path):
     assert [(r["lambda_hist"], r[SFID], r["n"], r["other_labels"]) for r in rows] == [("0.1", "3.000", "2", "quantizer=dual")]
 
 
+def test_runs_sharing_a_seed_are_one_sample_not_two_seeds(tmp_path):
+    root = tmp_path / "runs"
+    # The same cell under two grids (two config ids, one seed) and a second seed.
+    write_record(root, "table5-cell", labels={"seed": 0}, metrics=recon_metrics(8.0, psnr=19.0))
+    write_record(root, "demo-cell", labels={"seed": 0}, metrics=recon_metrics(8.0, psnr=19.0))
+    write_record(root, "seed-1", labels={"seed": 1}, metrics=recon_metrics(10.0, psnr=21.0))
+    regenerate(root, tmp_path / "lb")
+    [row] = measured(read_csv(tmp_path / "lb" / "ablation_histogram.csv"))
+    assert (row["n"], row[SFID], row[f"{SFID}_std"], row["psnr"]) == ("2", "9.000", "1.414", "20.00")
+    assert row["run_ids"] == "demo-cell seed-1 table5-cell"  # every run stays traceable
+
+
 def test_records_from_several_folders_are_merged_and_none_found_is_an_error(tmp_path):
     fresh, archive = tmp_path / "runs", tmp_path / "archive"
     write_record(fresh, "a", labels={"method": "GloTok", "seed": 0}, metrics=recon_metrics(10.0))

@@ -23,7 +23,7 @@ from glotok_bench.atomic import atomic_write_bytes
 from glotok_bench.leaderboard import render
 from glotok_bench.leaderboard.claims import claims_table
 from glotok_bench.leaderboard.collect import Collection, collect
-from glotok_bench.leaderboard.extract import Contribution
+from glotok_bench.leaderboard.extract import Contribution, sample_key
 from glotok_bench.leaderboard.paper import paper_contributions
 from glotok_bench.leaderboard.tables import TABLES, TableSpec, extractor_column
 
@@ -104,21 +104,26 @@ def aggregate(spec: TableSpec, contributions: list[Contribution]) -> pd.DataFram
     # columns: same grouping, a fraction of the pandas work.
     identities: dict[tuple[tuple[str, str], ...], int] = {}
     lines = []
-    for c in contributions:
+    for index, c in enumerate(contributions):
         identity = tuple(_identity_of(spec, c).items())
         row_id = identities.setdefault(identity, len(identities))
         for m in c.row.metrics.values():
             repeat_std = math.nan if m.repeat_std is None else m.repeat_std
-            lines.append({"row": row_id, "run_id": c.run_id, "metric": m.column, "value": m.value,
-                          "repeat_std": repeat_std, "text": m.text})
+            lines.append({"row": row_id, "run_id": c.run_id, "sample": sample_key(c, index), "metric": m.column,
+                          "value": m.value, "repeat_std": repeat_std, "text": m.text})  # fmt: skip
     # Values sorted inside each group, so means and spreads do not depend on the order
     # the records were read in (float addition is not associative).
     long = pd.DataFrame(lines).sort_values("value", kind="stable")
-    stats = long.groupby(["row", "metric"], sort=True).agg(
+    # Runs of one sample (the same seed) are averaged first: n counts seeds, not records.
+    samples = long.groupby(["row", "metric", "sample"], sort=True).agg(
+        value=("value", "mean"), repeat_std=("repeat_std", "mean"), text=("text", "first"),
+    ).reset_index().sort_values("value", kind="stable")
+    stats = samples.groupby(["row", "metric"], sort=True).agg(
         value=("value", "mean"), std=("value", "std"), count=("value", "count"),
         repeat_std=("repeat_std", "mean"), text=("text", "first"),
     )
     runs = long.groupby("row", sort=True)["run_id"].agg(lambda s: sorted(set(s) - {""}))
+    sample_counts = long.groupby("row", sort=True)["sample"].nunique()
     rows = [dict(identity) for identity in identities]
     for (row_id, column), line in zip(stats.index, stats.to_dict("records"), strict=True):
         row = rows[row_id]
@@ -129,7 +134,7 @@ def aggregate(spec: TableSpec, contributions: list[Contribution]) -> pd.DataFram
         row[f"text:{column}"] = line["text"]
     for row_id, row in enumerate(rows):
         run_ids = runs[row_id]
-        row["n"] = len(run_ids) if row["source"] == "measured" else math.nan
+        row["n"] = int(sample_counts[row_id]) if row["source"] == "measured" else math.nan
         row["run_ids"] = " ".join(run_ids)
     frame = pd.DataFrame(_sorted(spec, rows))
     for m in spec.metrics:

@@ -136,19 +136,29 @@ _NOT_INTERLEAVED = ("not decided: timed inside training runs under whatever load
 @attrs.frozen
 class _Variant:
     labels: tuple[tuple[str, str], ...]  # all labels but the ignored ones (seeds pooled)
-    values: dict[str, float]  # run id -> value
+    runs: dict[str, list[tuple[str, float]]]  # sample (seed) -> [(run id, value)]
+
+    @property
+    def values(self) -> list[float]:
+        """One value per seed, sorted: runs sharing a seed are one sample (their mean)."""
+        return sorted(math.fsum(sorted(v for _, v in runs)) / len(runs) for runs in self.runs.values())
+
+    @property
+    def run_ids(self) -> list[str]:
+        return sorted(run_id for runs in self.runs.values() for run_id, _ in runs)
 
 
 def _groups(claim: Claim, contributions: list[Contribution]) -> dict[tuple, dict[str, list[_Variant]]]:
     """context -> {"a": [variants], "b": [variants]}."""
     from glotok_bench.leaderboard.build import protocol_label
+    from glotok_bench.leaderboard.extract import sample_key
 
     spec = claim.spec
     # Labels an arm pins (or the claim varies) may differ between paired runs; an excluded
     # value (where_not) frees nothing, so e.g. teachers still have to match.
     free = set(claim.vary) | {k for k, _ in claim.a.where + claim.b.where}
-    variants: dict[tuple, dict[str, dict[tuple, dict[str, float]]]] = {}
-    for c in contributions:
+    variants: dict[tuple, dict[str, dict[tuple, dict[str, list[tuple[str, float]]]]]] = {}
+    for index, c in enumerate(contributions):
         measurement = c.row.metrics.get(claim.metric)
         if measurement is None:
             continue
@@ -160,7 +170,8 @@ def _groups(claim: Claim, contributions: list[Contribution]) -> dict[tuple, dict
         context_labels = tuple(sorted((k, v) for k, v in labels.items() if k not in free))
         context = (protocol, c.training, context_labels, c.row.protocol.get("extractor", ""))
         by_arm = variants.setdefault(context, {"a": {}, "b": {}})
-        by_arm[arm].setdefault(tuple(sorted(labels.items())), {})[c.run_id] = measurement.value
+        samples = by_arm[arm].setdefault(tuple(sorted(labels.items())), {})
+        samples.setdefault(sample_key(c, index), []).append((c.run_id, measurement.value))
     return {
         context: {arm: [_Variant(k, v) for k, v in sorted(found.items())] for arm, found in arms.items()}
         for context, arms in sorted(variants.items())
@@ -216,7 +227,7 @@ def claim_rows(claim: Claim, collection: Collection) -> list[dict[str, str]]:
     for (protocol, training, context, extractor), arms in _groups(claim, collection.contributions[claim.table]).items():
         for va in arms["a"]:
             for vb in arms["b"]:
-                a, b = sorted(va.values.values()), sorted(vb.values.values())
+                a, b = va.values, vb.values
                 mean_a, mean_b, diff, low, high = welch_difference(a, b)
                 verdict, method = _verdict(m.lower_is_better, len(a), len(b), low, high)
                 if not claim.decides:
@@ -231,7 +242,7 @@ def claim_rows(claim: Claim, collection: Collection) -> list[dict[str, str]]:
                     "ci_low": format_number(low), "ci_high": format_number(high),
                     "method": method, "verdict": verdict, "protocol": protocol, "training": training,
                     "context": "; ".join(f"{k}={v}" for k, v in context),
-                    "run_ids_a": " ".join(sorted(va.values)), "run_ids_b": " ".join(sorted(vb.values)),
+                    "run_ids_a": " ".join(va.run_ids), "run_ids_b": " ".join(vb.run_ids),
                 })  # fmt: skip
     if not rows:
         rows.append({**{c: "" for c in COLUMNS}, **base, "metric": m.column, "arm_a": claim.a.name,

@@ -221,6 +221,15 @@ class Contribution:
     labels: dict[str, str] = attrs.field(factory=dict)
 
 
+def sample_key(contribution: Contribution, index: int) -> str:
+    """Which independent sample a run is within its variant: its seed. Two runs of one variant
+    with the same seed (the same cell under two grids, a rerun under a new config id) are
+    one sample, not two seeds. A run without a seed label is a sample of its own (``index``
+    tells apart contributions without a run id, such as paper rows)."""
+    seed = contribution.labels.get("seed", "")
+    return f"seed={seed}" if seed != "" else f"run={contribution.run_id or index}"
+
+
 def record_contributions(spec: TableSpec, record: Mapping[str, Any], path: str) -> list[Contribution]:
     """What an ``ok`` record adds to ``spec``; raises RecordError if it is malformed."""
     labels = record.get("labels") or {}

@@ -30,9 +30,10 @@ Rows are grouped by source (`paper` or `measured`) and protocol (data, split, sa
 resolution, feature extractor); `rank` is computed inside one group only. A stand-in
 extractor's rFID is not comparable with an Inception rFID, and our short CPU runs are not
 comparable with the paper's, so they are never ranked together. Measured rows average the
-seeds of one variant: `x ± s` is the mean and sample standard deviation over `n` runs, and
-the CSVs' `<metric>_ci95` is the half-width of the 95% t-interval of that mean
-(t(0.975, n-1) * s / sqrt(n); blank for a single run). FID and IS columns carry their
+seeds of one variant: `x ± s` is the mean and sample standard deviation over `n` seeds (runs
+that share a seed, such as one cell under two grids, are one sample: their mean), and the
+CSVs' `<metric>_ci95` is the half-width of the 95% t-interval of that mean
+(t(0.975, n-1) * s / sqrt(n); blank for a single seed). FID and IS columns carry their
 extractor: `rfid` is torch-fidelity's Inception graph, `rfid@standin-randconv-v1` the
 weight-free stand-in, whose numbers are not FIDs in the literature's sense.
 """
