@@ -187,7 +187,8 @@ def peer_labels(payload: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
     }
 
 
-def tokenize(config: RunConfig, checkpoint: str | Path, out_dir: Path) -> dict[str, Any]:
+def tokenize(config: RunConfig, checkpoint: str | Path, out_dir: Path, *, loaded: Any = None) -> dict[str, Any]:
+    """``loaded``: the checkpoint as ``load_tokenizer`` returned it, if the caller read it."""
     from glotok_bench.device import pick_device
     from glotok_bench.generators.tokens import read_manifest
     from glotok_bench.tokenizer.tokenize import tokenize_dataset
@@ -201,7 +202,7 @@ def tokenize(config: RunConfig, checkpoint: str | Path, out_dir: Path) -> dict[s
         dataset = build_dataset(config, config.data.train_split, train=False,
                                 resolution=options.input_resolution(config.tokenizer.resolution))
         tokenize_dataset(checkpoint, dataset, out_dir, device=str(pick_device(config.device)),
-                         dataset_name=config.data.dataset.name, overwrite=True, options=options)
+                         dataset_name=config.data.dataset.name, overwrite=True, options=options, loaded=loaded)
         manifest = read_manifest(out_dir)
     skipped = (manifest.get("skipped") or {}).get("count", 0)
     return {"results": {"tokens": str(out_dir), "count": manifest.get("count"), "skipped": skipped}}

@@ -10,6 +10,7 @@ they share nothing with the modules the loader maps the weights onto.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -536,19 +537,13 @@ tsne_iterations = 250
         assert len(row) == 1 and file_sha256(path) in row.iloc[0]["other_labels"]
 
 
-def test_evaluating_a_peer_file_reads_it_once(tmp_path, monkeypatch):
-    """Released peer files are 0.3-1 GB: the eval command learns the config and the weights
-    from one read of the file, still through the weights-only loader, and hashes it once."""
-    from click.testing import CliRunner
-
-    import glotok_bench.eval.evaluator as evaluator
-    import glotok_bench.pipeline as pipeline
+@pytest.fixture()
+def counted_file_access(monkeypatch):
+    """(reads, hashes): the files passed to the weights-only loader and to file_sha256."""
     import glotok_bench.tokenizer.checkpoint as checkpoint
     import glotok_bench.weights as weights
-    from glotok_bench.cli import cli
 
-    path = save_like_their_trainer(tmp_path / "llamagen.pt", llamagen_state())
-    reads, hashed, evaluated = [], [], []
+    reads, hashed = [], []
     safe_read, sha256 = checkpoint.torch_load_weights_only, weights.file_sha256
 
     def counted_read(file, **kwargs):
@@ -559,12 +554,28 @@ def test_evaluating_a_peer_file_reads_it_once(tmp_path, monkeypatch):
         hashed.append(Path(file))
         return sha256(file, *args, **kwargs)
 
+    monkeypatch.setattr(checkpoint, "torch_load_weights_only", counted_read)
+    monkeypatch.setattr(weights, "file_sha256", counted_sha256)
+    return reads, hashed
+
+
+def test_evaluating_a_peer_file_reads_it_once(tmp_path, monkeypatch, counted_file_access):
+    """Released peer files are 0.3-1 GB: the eval command learns the config and the weights
+    from one read of the file, still through the weights-only loader, and hashes it once."""
+    from click.testing import CliRunner
+
+    import glotok_bench.eval.evaluator as evaluator
+    import glotok_bench.pipeline as pipeline
+    from glotok_bench.cli import cli
+
+    path = save_like_their_trainer(tmp_path / "llamagen.pt", llamagen_state())
+    reads, hashed = counted_file_access
+    evaluated = []
+
     def evaluation(tokenizer, dataset, options, **kwargs):
         evaluated.append(tokenizer.config)
         return evaluator.EvalResult(metrics={}, info={})
 
-    monkeypatch.setattr(checkpoint, "torch_load_weights_only", counted_read)
-    monkeypatch.setattr(weights, "file_sha256", counted_sha256)
     # The data and the metrics are not what this test is about.
     monkeypatch.setattr(pipeline, "build_dataset", lambda config, split, **kwargs: [])
     monkeypatch.setattr(evaluator, "run_evaluation", evaluation)
@@ -574,3 +585,20 @@ def test_evaluating_a_peer_file_reads_it_once(tmp_path, monkeypatch):
     record = json.loads((tmp_path / "eval" / "record.json").read_text())
     assert record["labels"]["family"] == "LlamaGen"
     assert record["config"]["tokenizer"]["resolution"] == RES == evaluated[0].resolution
+
+
+def test_tokenizing_with_a_peer_file_reads_and_hashes_it_once(tmp_path, monkeypatch, counted_file_access):
+    from click.testing import CliRunner
+
+    import glotok_bench.pipeline as pipeline
+    from glotok_bench.cli import cli
+
+    path = save_like_their_trainer(tmp_path / "llamagen.pt", llamagen_state())
+    reads, hashed = counted_file_access
+    images = [(torch.rand(3, RES, RES) * 2 - 1, label) for label in (0, 1, 0)]
+    monkeypatch.setattr(pipeline, "build_dataset", lambda config, split, **kwargs: images)
+    result = CliRunner().invoke(cli, ["tokenize", str(path), "--out", str(tmp_path / "tokens")])
+    assert result.exit_code == 0, result.output
+    assert reads == [path] and hashed == [path]
+    manifest = json.loads((tmp_path / "tokens" / "manifest.json").read_text())
+    assert manifest["count"] == 3 and manifest["tokenizer_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

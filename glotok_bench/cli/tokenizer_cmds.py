@@ -31,18 +31,6 @@ def train_command(config_path: Path, overrides: tuple[str, ...], run_dir: Path |
     click.echo(f"trained to step {results.get('final_step')}: {results.get('checkpoint')}")
 
 
-def _config_for_checkpoint(checkpoint: Path, config_path: Path | None, overrides: tuple[str, ...]):
-    """The run config, with the tokenizer section taken from the checkpoint itself."""
-    import attrs
-
-    from glotok_bench.tokenizer.checkpoint import read_tokenizer_config
-    from glotok_bench.tokenizer.model import tokenizer_config_from_dict
-
-    config = load_run_config(config_path, overrides)
-    stored = read_tokenizer_config(checkpoint)  # ours, or read from a peer file's shapes
-    return attrs.evolve(config, tokenizer=tokenizer_config_from_dict(stored))
-
-
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--data", default=None, help="'demo', or an ImageNet-layout root (ROOT/<split>/<class>/<image>).")
@@ -105,13 +93,19 @@ def reconstruct_command(checkpoint: Path, images: tuple[Path, ...], out: Path, w
 def tokenize_command(checkpoint: Path, data: str | None, config_path: Path | None,
                      overrides: tuple[str, ...], out: Path) -> None:
     """Encode the training split into indices and quantized features, for generators."""
+    import attrs
+
     from glotok_bench.pipeline import tokenize
     from glotok_bench.runlock import hold_run_folder
+    from glotok_bench.tokenizer.checkpoint import load_tokenizer
 
-    config = _config_for_checkpoint(checkpoint, config_path, data_overrides(data, None) + overrides)
+    config = load_run_config(config_path, data_overrides(data, None) + overrides)
+    # One read of the file gives the tokenizer section (ours, or a peer's shapes) and the weights.
+    loaded = load_tokenizer(checkpoint)
+    config = attrs.evolve(config, tokenizer=loaded[0].config)
     # Beside the folder: a complete token set replaces the folder whole. Its manifest is its record.
     with hold_run_folder(out, job="tokenize", beside=True):
-        result = tokenize(config, checkpoint, out)
+        result = tokenize(config, checkpoint, out, loaded=loaded)
     skipped = result["results"].get("skipped") or 0
     click.echo(f"{result['results']['count']} images tokenized into {out}"
                + (f"; {skipped} unreadable image(s) skipped (listed in manifest.json)" if skipped else ""))

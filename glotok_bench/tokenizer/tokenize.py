@@ -140,6 +140,7 @@ def tokenize_dataset(
     num_workers: int = 0,
     registry: Registry | None = None,
     options: TokenizeConfig | None = None,
+    loaded: tuple[Any, dict[str, Any]] | None = None,
 ) -> Path:
     """Encode every image of ``dataset`` ((image [3, S, S] in [-1, 1], label[, index,
     reason]) items, or an iterable of (images, labels) batches) and write shards +
@@ -148,6 +149,8 @@ def tokenize_dataset(
 
     The checkpoint is loaded and checked before anything is written; an existing token
     directory is refused unless ``overwrite``, and stays untouched if this call fails.
+    ``loaded``: what ``load_tokenizer(checkpoint, weights=weights)`` returned, when the caller
+    has read the file already (a peer's is 0.3-1 GB).
     """
     import torch
 
@@ -162,9 +165,9 @@ def tokenize_dataset(
         raise GlotokError(f"tokenize needs concrete views, got {options.views!r}")
     checkpoint = Path(checkpoint)
     out_dir = Path(out_dir)
-    tokenizer, _payload = load_tokenizer(
-        checkpoint, weights=weights, device=device, registry=registry
-    )
+    if loaded is None:
+        loaded = load_tokenizer(checkpoint, weights=weights, device=device, registry=registry)
+    tokenizer, payload = loaded[0].to(device), loaded[1]
     manifest_path = out_dir / "manifest.json"
     if manifest_path.exists() and not overwrite:
         raise GlotokError(f"{out_dir} already holds tokens; pass overwrite to replace them")
@@ -178,7 +181,7 @@ def tokenize_dataset(
         "format": FORMAT,
         "version": VERSION,
         "tokenizer_checkpoint": str(checkpoint.resolve()),
-        "tokenizer_sha256": file_sha256(checkpoint),
+        "tokenizer_sha256": payload.get("sha256") or file_sha256(checkpoint),  # peers hash at load
         "weights": weights,
         "dataset": dataset_name or (protocol or {}).get("name") or type(dataset).__name__,
         "dataset_protocol": protocol,
