@@ -123,6 +123,23 @@ def build_supervision(config: RunConfig, train_dataset: Any, device: Any) -> Any
 # -- stages ------------------------------------------------------------------------------
 
 
+def check_tokenizer_builds(config: RunConfig) -> None:
+    """Build the tokenizer on the meta device (no memory, no weights, well under a second):
+    a tokenizer section that cannot make a model fails before the dataset and the teacher,
+    whose k-means can take hours, are built."""
+    import torch
+
+    from glotok_bench.tokenizer.model import build_tokenizer
+
+    try:
+        with torch.device("meta"):
+            build_tokenizer(config.tokenizer)
+    except GlotokError:
+        raise
+    except Exception:  # noqa: BLE001 - e.g. a plugin that reads tensor values in __init__
+        return  # it cannot be built on the meta device; the real build checks it later
+
+
 def train_tokenizer(config: RunConfig, run_dir: Path, *, resume: bool = True) -> dict[str, Any]:
     from glotok_bench.device import distributed_context, pick_device, rank_zero_first
     from glotok_bench.train.trainer import train
@@ -130,6 +147,7 @@ def train_tokenizer(config: RunConfig, run_dir: Path, *, resume: bool = True) ->
     # Join the process group and pin this rank's GPU first: supervision and teacher are
     # built on the device they are given, which must be this rank's, not cuda:0.
     _rank, _world_size, device = distributed_context(pick_device(config.device))
+    check_tokenizer_builds(config)
     dataset = build_dataset(config, config.data.train_split, train=True)
     with rank_zero_first():  # rank 0 builds (and caches) the teacher; the others read it
         supervision = build_supervision(config, dataset, device)

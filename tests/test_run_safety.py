@@ -496,3 +496,21 @@ def test_where_hard_links_fail_the_lease_is_created_exclusively(tmp_path, monkey
     store = LocalLeaseStore(tmp_path)
     assert store.create(_lease(token="a")) and not store.create(_lease(token="b"))
     assert store.read().token == "a"
+
+
+def test_a_tokenizer_config_that_cannot_build_fails_before_the_data_and_teacher(tmp_path, monkeypatch):
+    import glotok_bench.pipeline as pipeline
+    from glotok_bench.cli.options import load_run_config
+
+    built = []
+    monkeypatch.setattr(pipeline, "build_dataset", lambda *args, **kwargs: built.append("dataset"))
+    monkeypatch.setattr(pipeline, "build_supervision", lambda *args, **kwargs: built.append("teacher"))
+    repo = Path(__file__).resolve().parents[1]
+    # The CPU preset at 32 px gives a 4x4 token grid; a transformer adapter learned for 16x16 cannot fit.
+    config = load_run_config(repo / "configs" / "cpu" / "glotok.toml", (
+        'tokenizer.quantizer.adapter.kind="transformer"', "tokenizer.quantizer.adapter.grid_size=16",
+        'tokenizer.autoencoder.encoder_output="trunk"',
+    ))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"adapter.grid_size = 16, but tokenizer.resolution = 32"):
+        pipeline.train_tokenizer(config, tmp_path / "run")
+    assert built == [] and not (tmp_path / "run").exists()
