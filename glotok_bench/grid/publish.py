@@ -11,8 +11,9 @@ The same thread follows the trainers' ``metrics.jsonl`` logs (written by rank 0 
 flush; a pass reads only what was appended since the last) and, inside a Ray Tune trial,
 turns each new row into a Tune report, so Tune's results, its TensorBoard view and its
 schedulers see training as it goes, step by step (``training_iteration`` counts logged
-steps, so schedulers compare cells at equal progress, not at equal wall time). (The trainers write their own TensorBoard files beside
-the log, ``<stage>/tensorboard/``; this thread publishes them with the rest of the folder.)
+steps, so schedulers compare cells at equal progress, not at equal wall time). The
+trainers write their own TensorBoard files beside the log (``<stage>/tensorboard/``);
+this thread publishes them with the rest of the folder.
 """
 
 from __future__ import annotations
@@ -26,13 +27,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from glotok_bench.records import RECORD_NAME
 from glotok_bench.runlock import LOCK_NAME
 from glotok_bench.store import Store
-from glotok_bench.train.metrics_log import LogTail
+from glotok_bench.train.metrics_log import METRICS_FILE, TENSORBOARD_DIR, LogTail
 
-RECORD_NAME = "record.json"
-METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
 SYNC_INTERVAL_ENV = "GLOTOK_SYNC_INTERVAL_S"
 SCRATCH_ENV = "GLOTOK_SCRATCH_DIR"
 

@@ -38,11 +38,10 @@ import torch
 
 from glotok_bench.device import barrier, peak_memory_bytes
 from glotok_bench.errors import CheckpointError, ConfigError, GlotokError
-from glotok_bench.train.metrics_log import MetricsLog, truncate_log
+from glotok_bench.train.metrics_log import METRICS_FILE, MetricsLog, truncate_log
 from glotok_bench.train.rng import gather_rng_states, restore_rank_rng
 
 CHECKPOINT_DIR = "checkpoints"
-METRICS_FILE = "metrics.jsonl"
 
 
 class NonFiniteLossError(GlotokError):

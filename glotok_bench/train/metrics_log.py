@@ -22,7 +22,8 @@ from glotok_bench.atomic import atomic_write_text
 if TYPE_CHECKING:  # torch is imported where tensors are handled: the log readers run without it
     import torch
 
-TENSORBOARD_DIR = "tensorboard"
+METRICS_FILE = "metrics.jsonl"  # a training run's log, in its run folder
+TENSORBOARD_DIR = "tensorboard"  # its TensorBoard events, beside the log
 _Line = TypeVar("_Line", str, bytes)
 
 
@@ -95,7 +96,6 @@ class MetricsLog:
                 self._write_tensorboard(self._steps[0], records)
         self._steps, self._keys, self._values, self._extra = [], [], [], []
         return self.last
-
 
     def _write_tensorboard(self, first_step: int, records: list[dict[str, Any]]) -> None:
         if self._board is None:
