@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import glotok_bench
 from glotok_bench.errors import CheckpointError
 from glotok_bench.grid.runner import run_grid
-from glotok_bench.tokenizer.checkpoint import load_tokenizer, read_tokenizer_config
+from glotok_bench.tokenizer.checkpoint import load_tokenizer
 from glotok_bench.weights import file_sha256
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -370,7 +370,7 @@ def test_a_peer_config_round_trips_and_the_cli_reconstructs_with_it(tmp_path):
 
     path = save_like_their_trainer(tmp_path / "fq.pt", fqgan_state())
     tok = glotok_bench.load_tokenizer(path)
-    assert tokenizer_config_from_dict(read_tokenizer_config(path)) == tok.config
+    assert tokenizer_config_from_dict(load_tokenizer(path)[1]["tokenizer_config"]) == tok.config
     Image.new("RGB", (RES, RES), (200, 30, 90)).save(tmp_path / "red.png")
     result = CliRunner().invoke(cli, ["reconstruct", str(path), str(tmp_path / "red.png"),
                                       "--out", str(tmp_path / "grid.png"), "--weights", "model"])
@@ -388,8 +388,8 @@ def test_formats_are_detected_from_keys_and_read_from_shapes(tmp_path):
     assert (autoencoder.base_channels, autoencoder.channel_multipliers, autoencoder.z_channels) == (32, (1, 2), Z)
     assert tok.config.resolution == 256  # no args: LlamaGen's default image size
     fq = save_like_their_trainer(tmp_path / "fq.pt", fqgan_state(with_feature_head=False))
-    assert read_tokenizer_config(fq)["quantizer"]["name"] == "dual"
     _, fq_payload = load_tokenizer(fq)
+    assert fq_payload["tokenizer_config"]["quantizer"]["name"] == "dual"
     assert fq_payload["format"] == "fqgan-dual" and fq_payload["step"] == 1234
     with pytest.raises(CheckpointError, match="format 'llamagen'|lacks"):
         load_tokenizer(fq, format="llamagen")

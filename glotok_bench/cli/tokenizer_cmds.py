@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -31,6 +32,20 @@ def train_command(config_path: Path, overrides: tuple[str, ...], run_dir: Path |
     click.echo(f"trained to step {results.get('final_step')}: {results.get('checkpoint')}")
 
 
+def _config_and_tokenizer(checkpoint: Path, config_path: Path | None, overrides: tuple[str, ...],
+                          weights: str = "ema") -> tuple[Any, tuple[Any, dict[str, Any]]]:
+    """The run config with its tokenizer section taken from CHECKPOINT (ours, or a peer's
+    shapes), and the checkpoint as ``load_tokenizer`` returned it: one read of the file
+    serves both (a peer's is 0.3-1 GB); the job moves the weights to its device."""
+    import attrs
+
+    from glotok_bench.tokenizer.checkpoint import load_tokenizer
+
+    config = load_run_config(config_path, overrides)
+    loaded = load_tokenizer(checkpoint, weights=weights)
+    return attrs.evolve(config, tokenizer=loaded[0].config), loaded
+
+
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--data", default=None, help="'demo', or an ImageNet-layout root (ROOT/<split>/<class>/<image>).")
@@ -43,17 +58,10 @@ def train_command(config_path: Path, overrides: tuple[str, ...], run_dir: Path |
 def eval_command(checkpoint: Path, data: str | None, split: str | None, config_path: Path | None,
                  overrides: tuple[str, ...], weights: str, out: Path | None) -> None:
     """Evaluate a tokenizer CHECKPOINT: rFID, IS, PSNR, SSIM, LPIPS, usage, uniformity, Fig. 4."""
-    import attrs
-
     from glotok_bench.pipeline import evaluate_tokenizer_checkpoint
     from glotok_bench.records import record_job
-    from glotok_bench.tokenizer.checkpoint import load_tokenizer
 
-    config = load_run_config(config_path, data_overrides(data, split) + overrides)
-    # One read of the file (a peer's is 0.3-1 GB) gives the record its tokenizer config and
-    # the job its weights; the job moves them to the configured device.
-    loaded = load_tokenizer(checkpoint, weights=weights)
-    config = attrs.evolve(config, tokenizer=loaded[0].config)
+    config, loaded = _config_and_tokenizer(checkpoint, config_path, data_overrides(data, split) + overrides, weights)
     out = out or checkpoint.resolve().parent.parent / "eval"
     record = record_job("eval", out, config, lambda: evaluate_tokenizer_checkpoint(
         config, checkpoint, out, weights=weights, loaded=loaded))
@@ -93,16 +101,10 @@ def reconstruct_command(checkpoint: Path, images: tuple[Path, ...], out: Path, w
 def tokenize_command(checkpoint: Path, data: str | None, config_path: Path | None,
                      overrides: tuple[str, ...], out: Path) -> None:
     """Encode the training split into indices and quantized features, for generators."""
-    import attrs
-
     from glotok_bench.pipeline import tokenize
     from glotok_bench.runlock import hold_run_folder
-    from glotok_bench.tokenizer.checkpoint import load_tokenizer
 
-    config = load_run_config(config_path, data_overrides(data, None) + overrides)
-    # One read of the file gives the tokenizer section (ours, or a peer's shapes) and the weights.
-    loaded = load_tokenizer(checkpoint)
-    config = attrs.evolve(config, tokenizer=loaded[0].config)
+    config, loaded = _config_and_tokenizer(checkpoint, config_path, data_overrides(data, None) + overrides)
     # Beside the folder: a complete token set replaces the folder whole. Its manifest is its record.
     with hold_run_folder(out, job="tokenize", beside=True):
         result = tokenize(config, checkpoint, out, loaded=loaded)

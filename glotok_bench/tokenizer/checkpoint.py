@@ -121,14 +121,6 @@ def load_tokenizer(
 def _tokenizer_from(raw, path, config, weights, device, registry, format):  # noqa: A002
     if format == OWN_FORMAT or (format == "auto" and _is_own(raw)):
         return _load_own(_check_own(raw, path), path, config, weights, device, registry)
-    name, family, tokenizer, step = _build_peer(raw, path, config, weights, registry, format)
-    payload = peer_payload(path, name, family, tokenizer, step)
-    payload["ema"] = raw.get("ema") if isinstance(raw, dict) and isinstance(raw.get("ema"), dict) else None
-    return tokenizer.to(device).eval(), payload
-
-
-def _build_peer(raw, path, config, weights, registry, format):  # noqa: A002
-    """A peer file's contents -> (format name, family, tokenizer, training step)."""
     state, args, step = unwrap_peer_checkpoint(raw, path, weights)
     registry = registry or get_registry()
     name, peer = _peer_format(state, path, format, registry)
@@ -142,7 +134,9 @@ def _build_peer(raw, path, config, weights, registry, format):  # noqa: A002
         mismatch = architecture_mismatch(architecture(tokenizer), architecture(Tokenizer(config, registry=registry)))
         if mismatch:
             raise CheckpointError(f"{path} ({name}) does not fit the configured tokenizer: {mismatch}")
-    return name, peer.family, tokenizer, step
+    payload = peer_payload(path, name, peer.family, tokenizer, step)
+    payload["ema"] = raw.get("ema") if isinstance(raw, dict) and isinstance(raw.get("ema"), dict) else None
+    return tokenizer.to(device).eval(), payload
 
 
 def open_tokenizer(
@@ -155,19 +149,6 @@ def open_tokenizer(
     """``glotok_bench.load_tokenizer``: any supported tokenizer checkpoint -> a tokenizer in
     eval mode (``tok(images).reconstruction``, ``encode``, ``decode_indices``)."""
     return load_tokenizer(path, format=format, weights=weights, device=device)[0]
-
-
-def read_tokenizer_config(path: str | Path) -> dict[str, Any]:
-    """The plain-dict tokenizer config of any supported checkpoint (peers: read from shapes).
-
-    Reads the whole file; a caller that needs the weights too should take the config of
-    the tokenizer :func:`load_tokenizer` returns instead (a peer file is 0.3-1 GB)."""
-    path = Path(path)
-    raw = _read_file(path)
-    if _is_own(raw):
-        return _check_own(raw, path)["tokenizer_config"]
-    # Not the payload: its sha256 would be one more pass over the file, for nothing.
-    return to_dict(_build_peer(raw, path, None, "model", None, "auto")[2].config)
 
 
 def _read_file(path: Path) -> Any:
