@@ -19,6 +19,8 @@ from glotok_bench.errors import ConfigError
 from glotok_bench.grid.spec import Cell
 
 CellRunner = Callable[..., dict[str, Any]]  # (cell, *, report=None) -> record
+# What a multi-worker cell's own trial holds while its Ray Train workers train.
+COORDINATOR_CPUS = 1
 
 
 class Progress:
@@ -126,7 +128,7 @@ class RayExecutor:
 
         # A multi-worker cell's training runs in Ray Train workers that reserve the cell's
         # resources themselves; the trial only coordinates (and runs evaluation) on one CPU.
-        resources = {"cpu": self.cpus, "gpu": self.gpus} if self.workers == 1 else {"cpu": 1, "gpu": 0}
+        resources = {"cpu": self.cpus, "gpu": self.gpus} if self.workers == 1 else {"cpu": COORDINATOR_CPUS, "gpu": 0}
         # Trials keep the driver's working directory (Tune's default moves them into their
         # trial folder), so a relative path in a grid means on local Ray what it means to
         # the serial executor. On other nodes it still needs the same path there.
@@ -173,9 +175,8 @@ class RayExecutor:
             if wanted > have:
                 where = f"the Ray cluster at {self.address}" if self.address else "this machine's local Ray"
                 per_worker = self.cpus if key == "CPU" else self.gpus
-                split = "" if self.workers == 1 else (
-                    f" ({self.workers} workers x {per_worker:g}{' + 1 for its trial' if key == 'CPU' else ''})"
-                )
+                trial = f" + {COORDINATOR_CPUS} for its trial" if key == "CPU" else ""
+                split = "" if self.workers == 1 else f" ({self.workers} workers x {per_worker:g}{trial})"
                 raise ConfigError(
                     f"each grid cell asks for {wanted:g} {key}(s){split} but {where} has {have:g}; "
                     f"lower [resources] {key.lower()}s in the grid file or use another cluster"
@@ -208,7 +209,7 @@ def cell_demand(*, cpus: float, gpus: float, workers: int) -> dict[str, float]:
     """What one running cell holds: its own resources, or its workers' plus the trial's CPU."""
     if workers == 1:
         return {"CPU": cpus, "GPU": gpus}
-    return {"CPU": cpus * workers + 1, "GPU": gpus * workers}
+    return {"CPU": cpus * workers + COORDINATOR_CPUS, "GPU": gpus * workers}
 
 
 def _read_cell_record(cell: Cell) -> dict[str, Any]:
