@@ -84,7 +84,7 @@ def test_serial_run_records_failures_without_sinking_the_grid_and_skips_done_cel
     assert failed["error"]["type"] == "RuntimeError" and "configured to fail" in failed["error"]["traceback"]
     ok = [r for r in outcome.records if r["status"] == "ok"]
     assert {r["metrics"]["loss"]["value"] for r in ok} == {1.0, 2.0}
-    assert all(r["labels"]["method"] == "fake" and r["results"]["train"]["steps"] == 2 for r in ok)
+    assert all(r["labels"]["method"] == "fake" and r["results"]["train"] == {"steps": 2, "cwd": os.getcwd()} for r in ok)
     calls_before = len(CALLS)
     again = run_grid(grid, runs_root=tmp_path / "runs", executor="serial", config_class=TinyRun,
                      steps=STEPS, echo=lambda _: None)
@@ -134,7 +134,7 @@ def test_an_unreadable_step_marker_reruns_its_step_and_says_which_file(tmp_path)
     with pytest.warns(UserWarning, match=r"steps/train\.json is unreadable"):
         record = run_cell(cell, TinyRun, STEPS)
     assert CALLS == [("train", cell.cell_id), ("eval", cell.cell_id)]
-    assert record["status"] == "ok" and record["results"]["train"]["steps"] == 2
+    assert record["status"] == "ok" and record["results"]["train"] == {"steps": 2, "cwd": os.getcwd()}
     assert str(marker) in record["notes"][0]
 
 
